@@ -1,0 +1,110 @@
+"""Events the engines report while training: plain dataclasses, named as things that happened.
+
+Every event carries the ``run_id`` it belongs to, so one callback can serve many runs (a grouped
+engine, a Ray executor). Whoever receives them (the session runner, the console, a progress bar)
+decides what to do; the engines never write files or touch a screen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.spec import RunSpec
+
+STATUSES = ("pending", "running", "finished", "cancelled", "diverged", "failed", "interrupted")
+DONE_STATUSES = ("finished", "diverged")  # the run ended by itself; nothing left to do
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_id: str
+    spec: RunSpec
+    device: str  # resolved device, e.g. "cpu", "cuda:0"
+    device_name: str  # "CPU" or the GPU's name
+    n_params: int
+    start_step: int = 0  # > 0 when resumed from a checkpoint
+
+
+@dataclass(frozen=True)
+class StepLogged:
+    """One optimizer step. ``step`` counts completed steps (1..iters)."""
+
+    run_id: str
+    step: int
+    tokens: int  # training tokens seen so far
+    loss: float  # training loss of this step's batch (nats per character)
+    grad_norm: float  # total L2 norm of all gradients, before clipping
+    embed_norm: float  # mean L2 norm of the first block's input over this batch's positions
+    lr: float
+    tokens_per_s: float
+    elapsed_s: float  # training wall time of the run so far (resumed runs include earlier time)
+
+
+@dataclass(frozen=True)
+class EvalLogged:
+    """A full pass over the validation split."""
+
+    run_id: str
+    step: int
+    tokens: int
+    elapsed_s: float
+    val_loss: float  # nats per character
+    val_bpc: float  # bits per character = val_loss / ln 2
+    val_ppl: float  # exp(val_loss)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A resumable state of the run, for the receiver to store (``state`` is torch.save-able).
+
+    ``final`` is True for the trained model at the end of a finished run.
+    """
+
+    run_id: str
+    step: int
+    state: dict[str, Any] = field(repr=False)
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended and every metric of it. Metrics are None when the run never got there."""
+
+    run_id: str
+    status: str  # "finished" | "cancelled" | "diverged" | "failed"
+    step: int  # optimizer steps completed
+    tokens: int  # training tokens seen
+    n_params: int
+    device: str
+    wall_s: float  # training + evaluation wall time
+    val_loss: float | None = None
+    val_bpc: float | None = None
+    val_ppl: float | None = None
+    best_val_loss: float | None = None
+    final_grad_norm: float | None = None
+    accuracy: float | None = None  # top-1 next-character accuracy over the validation split
+    macro_accuracy: float | None = None  # mean per-character recall over characters in the split
+    embed_norm: float | None = None  # mean first-block input norm over the validation split
+    error: str | None = None  # one line; the traceback goes with RunFinished
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The run is over, whatever the reason; ``traceback`` is set for status "failed"."""
+
+    run_id: str
+    result: RunResult
+    traceback: str | None = None
+
+
+Event = RunStarted | StepLogged | EvalLogged | CheckpointSaved | RunFinished

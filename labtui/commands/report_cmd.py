@@ -1,0 +1,66 @@
+"""`labtui report SESSION`: statistics tables on the terminal, files in the session's report/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from labtui.errors import fail
+
+
+def report(
+    session: str = typer.Argument(..., help="Name of the session to report on."),
+    root: Path | None = typer.Option(
+        None, "--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."
+    ),
+) -> None:
+    """Write stats.csv, pairs.csv, report.md and figures into the session's report/ and print the
+    tables."""
+    from sessions.report import write_report
+    from sessions.store import Session, SessionError
+
+    try:
+        result = write_report(Session.open(root, session))
+    except SessionError as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"cannot write the report of {session}: {err}")
+    show(result, Console())
+
+
+def show(result, console: Console) -> None:
+    """Print a ReportResult: status, summary, comparisons, verdicts, budget check, files."""
+    from sessions.report import comparison_rows, summary_rows, verdict_lines
+
+    style = "bold yellow" if result.partial else "bold"
+    console.print(f"[bold]{escape(result.name)}[/]: [{style}]{escape(result.status_line)}[/]")
+    if result.n_finished:
+        console.print(_table("Summary (finished runs, mean and 95% CI)", *summary_rows(result)))
+        if len(result.comparison):
+            title = f"Paired comparison with {result.baseline} (by seed)"
+            console.print(_table(title, *comparison_rows(result)))
+            for line in verdict_lines(result):
+                console.print(f"  {line}", markup=False, highlight=False)
+    else:
+        console.print("No run has finished yet: no statistics.")
+    for problem in result.problems:
+        console.print(f"[yellow]budget check:[/] {escape(problem)}", highlight=False)
+    if not result.problems and result.n_finished:
+        console.print("budget check: every compared run finished with the same token budget")
+    console.print("wrote:")
+    for path in result.files:
+        console.print(f"  {path}", markup=False, highlight=False)
+
+
+def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in head:
+        table.add_column(name, justify="left" if name in ("variant", "metric") else "right")
+    for row in rows:
+        table.add_row(*map(Text, row))
+    return table

@@ -1,0 +1,160 @@
+"""Pure helpers for the console's plots: decimation, smoothing, log scale, seed bands.
+
+Nothing here imports Textual or plotext; every function takes and returns plain sequences or
+numpy arrays, so the tests check the numbers directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+X_AXES = ("step", "tokens", "elapsed_s")
+X_LABELS = {"step": "step", "tokens": "tokens", "elapsed_s": "seconds"}
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """How the curves are drawn; the console's keys change these."""
+
+    x: str = "step"  # one of X_AXES
+    log_y: bool = False
+    smooth: bool = False
+    grouped: bool = False
+
+    def next_x(self) -> str:
+        return X_AXES[(X_AXES.index(self.x) + 1) % len(X_AXES)]
+
+
+def finite(xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The points whose x and y are both finite (NaN losses of a diverged run drop out)."""
+    x = np.asarray(xs, dtype=float)
+    y = np.asarray(ys, dtype=float)
+    n = min(len(x), len(y))
+    x, y = x[:n], y[:n]
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def decimate(xs: Sequence[float], ys: Sequence[float], max_points: int):
+    """At most ``max_points`` points: each bucket of consecutive points keeps its min and max.
+
+    Spikes survive (a bucket's extreme is always kept) and the order along x is preserved.
+    """
+    x = np.asarray(xs, dtype=float)
+    y = np.asarray(ys, dtype=float)
+    n = len(x)
+    if n <= max_points or n == 0:
+        return x, y
+    buckets = max(1, max_points // 2)
+    edges = np.linspace(0, n, buckets + 1).astype(int)
+    keep = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        if b <= a:
+            continue
+        seg = y[a:b]
+        lo, hi = a + int(np.argmin(seg)), a + int(np.argmax(seg))
+        keep.extend(sorted({lo, hi}))
+    idx = np.asarray(keep, dtype=int)
+    return x[idx], y[idx]
+
+
+def smooth(ys: Sequence[float], weight: float = 0.9) -> np.ndarray:
+    """Exponential moving average with bias correction (the first points are not pulled to 0)."""
+    y = np.asarray(ys, dtype=float)
+    out = np.empty_like(y)
+    avg, norm = 0.0, 0.0
+    for i, v in enumerate(y):
+        avg = weight * avg + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out[i] = avg / norm
+    return out
+
+
+def log_floor(*series: Sequence[float]) -> float | None:
+    """The smallest positive value over all series (None when nothing is positive)."""
+    lows = [float(np.min(y[y > 0])) for y in map(np.asarray, series) if np.any(y > 0)]
+    return min(lows) if lows else None
+
+
+def log_y(ys: Sequence[float], floor: float | None = None) -> np.ndarray:
+    """log10 of the values; values <= 0 sit at ``floor`` (default: the smallest positive value).
+
+    Empty when there is no positive value to put them at.
+    """
+    y = np.asarray(ys, dtype=float)
+    if floor is None:
+        floor = log_floor(y)
+    if floor is None or floor <= 0:
+        return np.empty(0)
+    return np.log10(np.maximum(y, floor))
+
+
+def log_ticks(lo: float, hi: float, count: int = 5) -> tuple[list[float], list[str]]:
+    """Tick positions (in log10 units) between lo and hi, labelled with the real values."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [], []
+    if hi - lo >= 2:  # several decades: one tick per power of ten
+        first, last = math.ceil(lo), math.floor(hi)
+        step = max(1, math.ceil((last - first + 1) / count))
+        ticks = [float(k) for k in range(first, last + 1, step)]
+    elif hi > lo:
+        ticks = list(np.linspace(lo, hi, count))
+    else:
+        ticks = [lo]
+    return ticks, [format_value(10**t) for t in ticks]
+
+
+def format_value(v: float) -> str:
+    """A short label for an axis tick or a table cell."""
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        return f"{v:.1e}"
+    return f"{v:.3g}"
+
+
+def group_band(curves: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]]):
+    """Mean and min-max band over seeds, aligned on step.
+
+    ``curves`` holds (steps, xs, ys) per run. Returns (x, mean, low, high) arrays over the steps
+    any run reached; x is the mean x at that step (tokens or seconds differ between runs).
+    """
+    rows: dict[float, list[tuple[float, float]]] = {}
+    for steps, xs, ys in curves:
+        for s, x, y in zip(steps, xs, ys, strict=False):
+            if math.isfinite(x) and math.isfinite(y):
+                rows.setdefault(s, []).append((x, y))
+    if not rows:
+        empty = np.empty(0)
+        return empty, empty, empty, empty
+    order = sorted(rows)
+    x = np.array([np.mean([p[0] for p in rows[s]]) for s in order])
+    vals = [np.array([p[1] for p in rows[s]]) for s in order]
+    mean = np.array([v.mean() for v in vals])
+    low = np.array([v.min() for v in vals])
+    high = np.array([v.max() for v in vals])
+    return x, mean, low, high
+
+
+def gauge_scale(value: float | None, mark: float) -> float:
+    """The full-scale value of the embedding-norm gauge: room for the value and for sqrt(width)."""
+    top = 2 * mark
+    if value is not None and math.isfinite(value):
+        top = max(top, 1.15 * value)
+    return top
+
+
+def format_duration(seconds: float | None) -> str:
+    """`1h02m`, `3m05s`, `12s`; an em dash when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "—"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"

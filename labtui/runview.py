@@ -1,0 +1,120 @@
+"""The console's picture of each run: status, progress, curves. Built from engine events live,
+or from the session folder when an old session is opened (the same picture either way).
+
+No Textual here: the widgets read these objects, the app feeds them events.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from core import events as ev
+from core.spec import RunSpec
+
+CURVES = ("step", "tokens", "elapsed_s", "loss", "grad_norm", "embed_norm")
+EVAL_CURVES = ("step", "tokens", "elapsed_s", "val_loss", "val_ppl")
+ACTIVE = ("running",)
+
+
+def _columns(names) -> dict[str, list[float]]:
+    return {k: [] for k in names}
+
+
+@dataclass
+class RunView:
+    run_id: str
+    spec: RunSpec
+    status: str = "pending"
+    step: int = 0
+    result: ev.RunResult | None = None
+    error: str | None = None  # traceback of a failed run
+    curves: dict[str, list[float]] = field(default_factory=lambda: _columns(CURVES))
+    evals: dict[str, list[float]] = field(default_factory=lambda: _columns(EVAL_CURVES))
+
+    @property
+    def variant(self) -> str:
+        return self.spec.variant
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.spec.iters)
+
+    @property
+    def val_ppl(self) -> float | None:
+        if self.result is not None and self.result.val_ppl is not None:
+            return self.result.val_ppl
+        return self.evals["val_ppl"][-1] if self.evals["val_ppl"] else None
+
+    @property
+    def embed_norm(self) -> float | None:
+        """The latest training-batch first-block input norm (the result's, once finished)."""
+        if self.curves["embed_norm"]:
+            return self.curves["embed_norm"][-1]
+        return self.result.embed_norm if self.result is not None else None
+
+    def apply(self, event: object) -> None:
+        """Update from one engine event."""
+        if isinstance(event, ev.RunStarted):
+            self.status, self.step, self.error, self.result = "running", event.start_step, None, None
+            self._truncate(event.start_step)  # a resumed run repeats the steps after its checkpoint
+        elif isinstance(event, ev.StepLogged):
+            self.step = event.step
+            for name in CURVES:
+                self.curves[name].append(getattr(event, name))
+        elif isinstance(event, ev.EvalLogged):
+            for name in EVAL_CURVES:
+                self.evals[name].append(getattr(event, name))
+        elif isinstance(event, ev.RunFinished):
+            self.result = event.result
+            self.status = event.result.status
+            self.step = max(self.step, event.result.step)
+            self.error = event.traceback or event.result.error
+
+    def _truncate(self, step: int) -> None:
+        for table in (self.curves, self.evals):
+            keep = sum(1 for s in table["step"] if s <= step)
+            for values in table.values():
+                del values[keep:]
+
+    @classmethod
+    def from_record(cls, record, metrics: pd.DataFrame | None, evals: pd.DataFrame | None):
+        """Rebuild a run's view from a sessions.store.RunRecord and its logged curves."""
+        view = cls(record.run_id, record.spec, record.status, record.step, record.result)
+        view.error = record.error
+        for table, frame, names in ((view.curves, metrics, CURVES), (view.evals, evals, EVAL_CURVES)):
+            if frame is None or frame.empty:
+                continue
+            for name in names:
+                if name in frame.columns:
+                    table[name] = [float(v) for v in frame[name]]
+                else:
+                    table[name] = [math.nan] * len(frame)
+        if view.curves["step"]:
+            view.step = max(view.step, int(view.curves["step"][-1]))
+        return view
+
+
+def overall_progress(views) -> tuple[int, int]:
+    """(steps done, steps in all) over the runs that are to be trained or were trained."""
+    done = total = 0
+    for v in views:
+        total += v.spec.iters
+        done += v.spec.iters if v.status in ev.DONE_STATUSES else min(v.step, v.spec.iters)
+    return done, total
+
+
+def results_frame(views) -> pd.DataFrame:
+    """The runs' results as a results.csv-like table (run_id, variant, seed, status, metrics)."""
+    rows = []
+    for v in views:
+        if v.result is None:
+            continue
+        row = {"run_id": v.run_id, "variant": v.variant, "seed": v.spec.seed}
+        row.update(v.result.to_dict())
+        row["status"] = v.status
+        rows.append(row)
+    cols = ["run_id", "variant", "seed", "status", "val_ppl", "val_loss", "accuracy"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)

@@ -1,0 +1,123 @@
+"""Live training curves (plotext through textual-plotext).
+
+One CurvePlot per metric. ``draw()`` rebuilds the figure from the run views; the app calls it
+from a timer, only when new data arrived, so a fast run never floods the screen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from textual_plotext import PlotextPlot
+
+from labtui import plotting as P
+from labtui.runview import RunView
+
+SELECTED = (0, 160, 230)
+SELECTED_RAW = (90, 130, 160)  # the raw curve under a smoothed one
+SMOOTHED = (255, 165, 0)
+FAINT = (95, 95, 95)
+VARIANT_COLORS = {"none": (0, 130, 200), "layernorm": (60, 180, 75), "rmsnorm": (230, 25, 75)}
+OTHER_COLORS = [(245, 130, 48), (145, 30, 180), (70, 240, 240)]
+MONO_MARKERS = ["braille", "•", "+", "x", "o"]
+
+
+class CurvePlot(PlotextPlot):
+    """A training curve of one metric: the selected run bright, the others faint."""
+
+    def __init__(self, metric: str, title: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.metric = metric
+        self.title = title
+
+    def draw(self, views: list[RunView], selected: str | None, opts: P.PlotOptions) -> None:
+        """Rebuild the figure from the views and refresh."""
+        plt = self.plt
+        plt.clear_figure()
+        mono = self.app.no_color
+        lines = self._grouped(views, opts, mono) if opts.grouped else self._single(
+            views, selected, opts, mono
+        )
+        series = [y for _, y, *_ in lines]
+        floor = P.log_floor(*series) if opts.log_y else None
+        plotted = 0
+        for x, y, color, marker, label in lines:
+            if opts.log_y:
+                y = P.log_y(y, floor)
+                if len(y) == 0:
+                    continue
+            plt.plot(list(x), list(y), color=color, marker=marker, label=label)
+            plotted += 1
+        parts = [self.title, f"x: {P.X_LABELS[opts.x]}"]
+        if opts.grouped:
+            parts.append("mean of seeds, band min–max")
+        if opts.log_y:
+            parts.append("log")
+        if opts.smooth:
+            parts.append("smoothed")
+        if not plotted:
+            parts.append("no data yet")
+        plt.title(" · ".join(parts))
+        if opts.log_y and plotted:
+            ys = np.concatenate([P.log_y(y, floor) for y in series if len(y)])
+            ticks, labels = P.log_ticks(float(ys.min()), float(ys.max()))
+            plt.yticks(ticks, labels)
+        self.refresh()
+
+    def _budget(self) -> int:
+        return max(40, 2 * self.size.width)  # braille: two points per cell
+
+    def _series(self, view: RunView, x_name: str):
+        xs, ys = P.finite(view.curves[x_name], view.curves[self.metric])
+        return xs, ys
+
+    def _single(self, views, selected, opts, mono):
+        """Other runs faint, then the selected run (raw, and smoothed over it when asked)."""
+        lines = []
+        budget = self._budget()
+        chosen = None
+        for view in views:
+            x, y = self._series(view, opts.x)
+            if not len(x):
+                continue
+            if view.run_id == selected:
+                chosen = (x, y)
+                continue
+            dx, dy = P.decimate(x, y, budget)
+            lines.append((dx, dy, "default" if mono else FAINT, "·" if mono else "braille", None))
+        if chosen is not None:
+            x, y = chosen
+            dx, dy = P.decimate(x, y, budget)
+            raw_color = SELECTED_RAW if opts.smooth else SELECTED
+            lines.append((dx, dy, "default" if mono else raw_color, "braille", selected))
+            if opts.smooth:
+                sx, sy = P.decimate(x, P.smooth(y), budget)
+                lines.append((sx, sy, "default" if mono else SMOOTHED, "•" if mono else "braille",
+                              "smoothed"))
+        return lines
+
+    def _grouped(self, views, opts, mono):
+        """One line per variant: the mean over its seeds, with a min-max band and N."""
+        by_variant: dict[str, list[RunView]] = {}
+        for view in views:
+            if view.curves["step"]:
+                by_variant.setdefault(view.variant, []).append(view)
+        lines = []
+        budget = self._budget()
+        for i, (variant, members) in enumerate(by_variant.items()):
+            curves = [
+                (v.curves["step"], v.curves[opts.x], v.curves[self.metric]) for v in members
+            ]
+            x, mean, low, high = P.group_band(curves)
+            if not len(x):
+                continue
+            color = VARIANT_COLORS.get(variant, OTHER_COLORS[i % len(OTHER_COLORS)])
+            band = "default" if mono else tuple(c // 2 + 40 for c in color)
+            for edge in (low, high):
+                dx, dy = P.decimate(x, edge, budget)
+                lines.append((dx, dy, band, "·" if mono else "braille", None))
+            mid = P.smooth(mean) if opts.smooth else mean
+            dx, dy = P.decimate(x, mid, budget)
+            marker = MONO_MARKERS[i % len(MONO_MARKERS)] if mono else "braille"
+            label = f"{variant} N={len(members)}"
+            lines.append((dx, dy, "default" if mono else color, marker, label))
+        return lines

@@ -1,0 +1,1 @@
+"""labtui's sessions layer."""

@@ -1,0 +1,147 @@
+"""The training engine: events, determinism, resume, cancellation, divergence."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+from core.engine import lr_at, train
+from core.events import CheckpointSaved, EvalLogged, RunFinished, RunStarted, StepLogged
+from core.spec import RunSpec
+
+METRICS = (
+    "val_loss",
+    "val_bpc",
+    "val_ppl",
+    "best_val_loss",
+    "final_grad_norm",
+    "accuracy",
+    "macro_accuracy",
+    "embed_norm",
+)
+
+
+def collect(spec, corpus, **kw):
+    events = []
+    result = train(spec, corpus, events.append, **kw)
+    return result, events
+
+
+def test_events_and_result_of_a_finished_run(corpus, tiny_spec):
+    result, events = collect(tiny_spec, corpus, run_id="r0")
+    kinds = [type(e) for e in events]
+    assert kinds[0] is RunStarted and kinds[-1] is RunFinished
+    steps = [e for e in events if isinstance(e, StepLogged)]
+    assert [e.step for e in steps] == list(range(1, 21))
+    assert all(e.run_id == "r0" and math.isfinite(e.loss) and e.grad_norm > 0 for e in steps)
+    assert [e.step for e in events if isinstance(e, EvalLogged)] == [10, 20]
+    ckpts = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert [(c.step, c.final) for c in ckpts] == [(10, False), (20, True)]
+    assert result.status == "finished" and result.step == 20
+    assert result.tokens == tiny_spec.tokens == 20 * 8 * 32
+    assert result.val_ppl == pytest.approx(math.exp(result.val_loss))
+    assert result.val_bpc == pytest.approx(result.val_loss / math.log(2))
+    assert 0 < result.macro_accuracy <= 1 and 0 < result.accuracy < 1
+    assert result.final_grad_norm == steps[-1].grad_norm
+    assert result.best_val_loss <= result.val_loss
+
+
+def test_loss_falls_over_50_steps_on_the_real_corpus(corpus, tiny_spec):
+    spec = tiny_spec.replace(iters=50, lr=3e-3, eval_interval=0)
+    result, events = collect(spec, corpus)
+    losses = [e.loss for e in events if isinstance(e, StepLogged)]
+    assert sum(losses[-10:]) / 10 < sum(losses[:5]) / 5 - 0.5
+    assert result.val_loss < math.log(65) - 0.5
+
+
+def test_same_spec_gives_identical_metrics(corpus, tiny_spec):
+    a, _ = collect(tiny_spec, corpus)
+    b, _ = collect(tiny_spec, corpus)
+    for name in METRICS:
+        assert getattr(a, name) == getattr(b, name), name
+    c, _ = collect(tiny_spec.replace(seed=1), corpus)
+    assert c.val_loss != a.val_loss
+
+
+def test_variants_see_identical_batches(corpus, tiny_spec):
+    """Paired design: at step 1 every variant sees the same batch from the same weights."""
+    first = {}
+    for variant in ("none", "layernorm", "rmsnorm"):
+        _, events = collect(tiny_spec.replace(variant=variant, iters=1, eval_interval=0), corpus)
+        first[variant] = events[-2].state["optimizer"]["state"]  # final checkpoint
+    # the Adam moments of the token embedding after one step are the gradient of the same batch:
+    # they differ between variants only through the normalization, but the rows of the token
+    # embedding that got a gradient (the characters in the batch) are the same set.
+    rows = {
+        v: (s[0]["exp_avg"].abs().sum(1) > 0).nonzero().flatten().tolist() for v, s in first.items()
+    }
+    assert rows["none"] == rows["layernorm"] == rows["rmsnorm"]
+
+
+def test_resume_from_checkpoint_ends_identical(corpus, tiny_spec):
+    full, _ = collect(tiny_spec, corpus)
+    stop = threading.Event()
+    events = []
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, StepLogged) and event.step == 13:
+            stop.set()
+
+    cancelled = train(tiny_spec, corpus, on_event, stop)
+    assert cancelled.status == "cancelled" and cancelled.step == 13
+    state = [e for e in events if isinstance(e, CheckpointSaved)][-1].state
+    assert state["step"] == 13
+    resumed, resumed_events = collect(tiny_spec, corpus, resume=state)
+    assert resumed_events[0].start_step == 13
+    assert resumed_events[1].step == 14
+    for name in METRICS:
+        assert getattr(resumed, name) == getattr(full, name), name
+
+
+def test_cancel_takes_effect_within_one_step(corpus, tiny_spec):
+    stop = threading.Event()
+    steps = []
+
+    def on_event(event):
+        if isinstance(event, StepLogged):
+            steps.append(event.step)
+            if event.step == 5:
+                stop.set()
+
+    result = train(tiny_spec.replace(iters=1000), corpus, on_event, stop)
+    assert result.status == "cancelled"
+    assert steps[-1] == 5 and result.step == 5
+
+
+def test_absurd_learning_rate_diverges_without_raising(corpus, tiny_spec):
+    spec = tiny_spec.replace(lr=1e6, iters=200, eval_interval=0)
+    result, events = collect(spec, corpus)
+    assert result.status == "diverged"
+    assert result.step < 200
+    assert "step" in result.error
+    assert isinstance(events[-1], RunFinished)
+
+
+def test_a_failing_run_reports_failed_with_traceback(corpus, tiny_spec):
+    spec = tiny_spec
+
+    def explode(event):
+        if isinstance(event, StepLogged) and event.step == 2:
+            raise RuntimeError("disk on fire")
+
+    events = []
+    result = train(spec, corpus, lambda e: (events.append(e), explode(e)))
+    assert result.status == "failed" and "disk on fire" in result.error
+    assert isinstance(events[-1], RunFinished) and "Traceback" in events[-1].traceback
+
+
+def test_cosine_schedule_with_warmup():
+    spec = RunSpec(schedule="cosine", warmup_iters=10, iters=110, lr=1e-3, min_lr=1e-4)
+    assert lr_at(spec, 0) == pytest.approx(1e-4)
+    assert lr_at(spec, 9) == pytest.approx(1e-3)
+    assert lr_at(spec, 60) == pytest.approx(5.5e-4)
+    assert lr_at(spec, 110) == pytest.approx(1e-4)
+    assert lr_at(RunSpec(), 299) == 3e-4
