@@ -209,26 +209,11 @@ def verdict(variant: str, metric: str, n: int, mean_diff, rel_pct, ci, p) -> str
     return line + ("; the CI includes 0" if ci[0] <= 0 <= ci[1] else "")
 
 
-COMPARE_COLUMNS = [
-    "variant",
-    "baseline",
-    "metric",
-    "label",
-    "n_pairs",
-    "n_unpaired",
-    "baseline_mean",
-    "variant_mean",
-    "mean_diff",
-    "rel_change_pct",
-    "ci_low",
-    "ci_high",
-    "ci_method",
-    "p_value",
-    "p_method",
-    "effect_size",
-    "p_improve",
-    "verdict",
-]
+COMPARE_COLUMNS = (
+    "variant", "baseline", "metric", "label", "n_pairs", "n_unpaired", "baseline_mean",
+    "variant_mean", "mean_diff", "rel_change_pct", "ci_low", "ci_high", "ci_method", "p_value",
+    "p_method", "effect_size", "p_improve", "verdict",
+)  # fmt: skip
 
 
 def compare(
@@ -254,8 +239,6 @@ def compare(
     rows = []
     for cell, cell_df in _cells(fin, axes):
         variants = [v for v in variant_order(cell_df["variant"]) if v != baseline]
-        if baseline not in set(cell_df["variant"]):
-            continue
         for metric in metrics:
             valid = cell_df.dropna(subset=[metric])
             base_seeds = set(valid.loc[valid["variant"] == baseline, "seed"])

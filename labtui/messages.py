@@ -13,7 +13,7 @@ from core import events as ev
 
 @dataclass
 class EngineEvent(Message):
-    """An engine event (RunStarted, StepLogged, EvalLogged, RunFinished) from the training worker."""
+    """An engine event from the training thread (RunStarted, StepLogged, EvalLogged...)."""
 
     event: object
 

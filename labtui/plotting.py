@@ -50,16 +50,11 @@ def decimate(xs: Sequence[float], ys: Sequence[float], max_points: int):
     if n <= max_points or n == 0:
         return x, y
     buckets = max(1, max_points // 2)
-    edges = np.linspace(0, n, buckets + 1).astype(int)
-    keep = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        if b <= a:
-            continue
-        seg = y[a:b]
-        lo, hi = a + int(np.argmin(seg)), a + int(np.argmax(seg))
-        keep.extend(sorted({lo, hi}))
-    idx = np.asarray(keep, dtype=int)
-    return x[idx], y[idx]
+    edges = np.unique(np.linspace(0, n, buckets + 1).astype(int))
+    bucket = np.repeat(np.arange(len(edges) - 1), np.diff(edges))
+    order = np.lexsort((y, bucket))  # by bucket, then by value within it
+    keep = np.unique(np.concatenate([order[edges[:-1]], order[edges[1:] - 1]]))
+    return x[keep], y[keep]
 
 
 def smooth(ys: Sequence[float], weight: float = 0.9) -> np.ndarray:

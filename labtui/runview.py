@@ -58,7 +58,12 @@ class RunView:
     def apply(self, event: object) -> None:
         """Update from one engine event."""
         if isinstance(event, ev.RunStarted):
-            self.status, self.step, self.error, self.result = "running", event.start_step, None, None
+            self.status, self.step, self.error, self.result = (
+                "running",
+                event.start_step,
+                None,
+                None,
+            )
             self._truncate(event.start_step)  # a resumed run repeats the steps after its checkpoint
         elif isinstance(event, ev.StepLogged):
             self.step = event.step
@@ -84,7 +89,10 @@ class RunView:
         """Rebuild a run's view from a sessions.store.RunRecord and its logged curves."""
         view = cls(record.run_id, record.spec, record.status, record.step, record.result)
         view.error = record.error
-        for table, frame, names in ((view.curves, metrics, CURVES), (view.evals, evals, EVAL_CURVES)):
+        for table, frame, names in (
+            (view.curves, metrics, CURVES),
+            (view.evals, evals, EVAL_CURVES),
+        ):
             if frame is None or frame.empty:
                 continue
             for name in names:

@@ -15,6 +15,7 @@ from typing import IO, Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+
 @contextlib.contextmanager
 def _temp_beside(path: Path, mode: str):
     """A temp file in ``path``'s folder, renamed over ``path`` only if the block succeeds."""

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from core.stats import METRICS, t_interval, variant_order
 
@@ -47,9 +48,14 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def curves(
-    series: dict[str, list[pd.DataFrame]], column: str, ylabel: str, title: str, path: Path,
-    cells: dict[str, dict] | None = None, log: bool = False,
-) -> Path:  # fmt: skip
+    series: dict[str, list[pd.DataFrame]],
+    column: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+    cells: dict[str, dict] | None = None,
+    log: bool = False,
+) -> Path:
     """One line per variant: the mean of ``column`` over its runs against step, min-max band.
 
     ``series`` maps a key (variant, or "variant|cell" when ``cells`` gives each key's cell) to
@@ -75,6 +81,7 @@ def curves(
             )
     for ax, panel in zip(axs, panels or [""], strict=False):
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(panel or title, fontsize=10)
         if log:
@@ -87,9 +94,7 @@ def curves(
     return _save(fig, path)
 
 
-def final_metric(
-    df: pd.DataFrame, metric: str, path: Path, axes=(), seed_column: str = "seed"
-) -> Path:
+def final_metric(df: pd.DataFrame, metric: str, path: Path, axes=()) -> Path:
     """Final metric per variant: one point per seed, the mean and its 95% t-interval."""
     label = METRICS.get(metric, (metric, None))[0]
     cells = [((), df)] if not axes else list(df.groupby(list(axes), sort=True))
@@ -108,9 +113,15 @@ def final_metric(
             mean = values.mean()
             yerr = None if math.isnan(lo) else [[mean - lo], [hi - mean]]
             ax.errorbar(
-                i + 0.15, mean, yerr=yerr, fmt="o", color="black", capsize=4, ms=5,
+                i + 0.15,
+                mean,
+                yerr=yerr,
+                fmt="o",
+                color="black",
+                capsize=4,
+                ms=5,
                 label="mean, 95% CI" if i == 0 else None,
-            )  # fmt: skip
+            )
         ax.set_xticks(range(len(variants)), variants)
         ax.set_ylabel(label)
         key = key if isinstance(key, tuple) else (key,)
@@ -132,12 +143,19 @@ def metric_vs_axis(summary: pd.DataFrame, metric: str, axis: str, axes, path: Pa
     variants = variant_order(rows["variant"])
     for (variant, *rest), line in rows.groupby(["variant", *others], sort=False):
         line = line.sort_values(axis)
-        name = variant + ("" if not rest else f" ({_cell_title(dict(zip(others, rest)))})")
+        name = variant + (
+            "" if not rest else f" ({_cell_title(dict(zip(others, rest, strict=True)))})"
+        )
         yerr = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
         ax.errorbar(
-            line[axis], line["mean"], yerr=np.nan_to_num(yerr), fmt="o-", capsize=3,
-            color=_color(variant, variants.index(variant)) if not others else None, label=name,
-        )  # fmt: skip
+            line[axis],
+            line["mean"],
+            yerr=np.nan_to_num(yerr),
+            fmt="o-",
+            capsize=3,
+            color=_color(variant, variants.index(variant)) if not others else None,
+            label=name,
+        )
     values = rows[axis].to_numpy(dtype=float)
     if len(values) and values.min() > 0 and values.max() / values.min() >= 3:
         ax.set_xscale("log")

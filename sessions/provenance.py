@@ -33,7 +33,7 @@ def git_state(repo: Path = REPO) -> tuple[str | None, bool | None]:
 
 
 def collect(corpus: Any = None, device: str = "auto") -> dict[str, Any]:
-    """The provenance block of session.json; ``device`` is the spec's device ("auto", "cuda:1"...)."""
+    """The provenance block of session.json; ``device`` is the spec's device ("auto", "cuda")."""
     import torch
 
     import labtui

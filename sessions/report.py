@@ -16,15 +16,17 @@ from pathlib import Path
 import pandas as pd
 
 from core import stats
+from core.events import DONE_STATUSES
 from sessions import figures
 from sessions.store import SessionError
 
 CURVES = (  # figure file, metrics.csv column, y label, title, log scale
     ("loss.png", "loss", "training loss (nats/char)", "training loss", False),
     ("grad_norm.png", "grad_norm", "total gradient norm", "gradient norm", True),
-    ("embed_norm.png", "embed_norm", "first-block input norm", "first-block input norm", False),
+    ("embed_norm.png", "embed_norm", "first-block input norm", "first-block input norm", True),
 )
 FINAL_METRIC = "val_ppl"
+STATUS_ORDER = ("finished", "diverged", "running", "pending", "interrupted", "cancelled", "failed")
 
 
 @dataclass
@@ -41,13 +43,15 @@ class ReportResult:
     status_counts: dict[str, int]
     planned: int  # runs in the study
     n_finished: int
-    baseline: str | None
+    baseline: str
     axes: list[str] = field(default_factory=list)
     results: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # every run
 
     @property
     def partial(self) -> bool:
-        return self.n_finished < self.planned
+        """Some runs are still to do (pending, running, interrupted, cancelled or failed)."""
+        done = sum(n for status, n in self.status_counts.items() if status in DONE_STATUSES)
+        return done < self.planned
 
     @property
     def status_line(self) -> str:
@@ -63,29 +67,37 @@ def write_report(session, out_dir: str | Path | None = None) -> ReportResult:
     study = session.study
     records = list(session.runs())
     df = _results(session, records)
-    axes = [a for a in _axes(session) if a in df.columns]
+    axes = [a for a in session.axes() if a in df.columns]
     fin = stats.finished(df)
     variants = stats.variant_order(fin["variant"])
-    baseline = "none" if "none" in variants else (variants[0] if variants else None)
+    baseline = "none" if "none" in variants or not variants else variants[0]
 
     summary = stats.summarize(df, axes)
-    comparison = stats.compare(df, baseline, axes) if baseline else stats.compare(df.iloc[:0])
+    comparison = stats.compare(df, baseline, axes)
+    metrics = stats.metrics_in(fin) or ["val_ppl"]
     pairs = pd.concat(
-        [stats.paired_differences(df, m, baseline, axes) for m in stats.metrics_in(fin)]
-        or [stats.paired_differences(df.iloc[:0], "val_ppl")],
-        ignore_index=True,
+        [stats.paired_differences(df, m, baseline, axes) for m in metrics], ignore_index=True
     )
     problems = stats.budget_check(df, axes) + _unpaired_lines(comparison, axes)
-    status_counts = Counter(str(getattr(r, "status", "unknown")) for r in records)
+    counts = Counter(r.status for r in records)
+    status_counts = {s: counts[s] for s in sorted(counts, key=_status_rank)}
     planned = max(len(study.specs()), len(records))
-    if planned > len(records):
-        status_counts["not started"] = planned - len(records)
 
     result = ReportResult(
-        name=session.name, out_dir=out, files=[], summary=summary, comparison=comparison,
-        pairs=pairs, problems=problems, status_counts=dict(status_counts), planned=planned,
-        n_finished=len(fin), baseline=baseline, axes=axes, results=df,
-    )  # fmt: skip
+        name=session.name,
+        out_dir=out,
+        files=[],
+        summary=summary,
+        comparison=comparison,
+        pairs=pairs,
+        problems=problems,
+        status_counts=status_counts,
+        planned=planned,
+        n_finished=len(fin),
+        baseline=baseline,
+        axes=axes,
+        results=df,
+    )
     result.files.append(_write_csv(_stats_table(summary, comparison, axes), out / "stats.csv"))
     result.files.append(_write_csv(pairs, out / "pairs.csv"))
     if len(fin):
@@ -96,28 +108,35 @@ def write_report(session, out_dir: str | Path | None = None) -> ReportResult:
     return result
 
 
-def _axes(session) -> list[str]:
-    """Swept fields other than variant and seed (the store also finds fields that vary)."""
-    return list(session.axes()) if callable(getattr(session, "axes", None)) else session.study.axes
-
-
 def _results(session, records) -> pd.DataFrame:
-    """results.csv, with axis columns and best_val_loss filled in from the runs where missing."""
+    """Every run: the rows of results.csv, then the runs without a result yet (status only)."""
     df = session.results()
-    if df is None:
-        df = pd.DataFrame(columns=["run_id", "variant", "seed", "status", "tokens", "iters"])
-    df = df.copy()
-    specs = {r.run_id: r.spec for r in records}
-    for axis in _axes(session):
-        if axis not in df.columns:
-            df[axis] = [getattr(specs.get(rid), axis, math.nan) for rid in df["run_id"]]
-    if "best_val_loss" not in df.columns:
-        df["best_val_loss"] = math.nan
+    have = set(df["run_id"])
+    waiting = pd.DataFrame(
+        [
+            {
+                "run_id": r.run_id,
+                "variant": r.spec.variant,
+                "seed": r.spec.seed,
+                "status": r.status,
+                **{a: getattr(r.spec, a) for a in session.axes()},
+            }
+            for r in records
+            if r.run_id not in have
+        ]
+    )
+    if len(waiting):
+        parts = [t for t in (df, waiting) if len(t)]
+        df = pd.concat(parts, ignore_index=True).reindex(columns=df.columns)
     for i in df.index[df["best_val_loss"].isna() & (df["status"] == stats.FINISHED)]:
         evals = _read(session.evals, df.at[i, "run_id"])
         if evals is not None and "val_loss" in evals and evals["val_loss"].notna().any():
             df.at[i, "best_val_loss"] = float(evals["val_loss"].min())
     return df
+
+
+def _status_rank(status: str) -> int:
+    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
 
 
 def _read(reader, run_id) -> pd.DataFrame | None:
@@ -130,14 +149,18 @@ def _read(reader, run_id) -> pd.DataFrame | None:
 
 
 def _unpaired_lines(comparison: pd.DataFrame, axes) -> list[str]:
-    lines = []
+    """One line per variant (and cell) whose seeds did not all find a pair."""
+    groups: dict[tuple, list[str]] = {}
     for row in comparison[comparison["n_unpaired"] > 0].itertuples():
-        where = "".join(f" at {a}={getattr(row, a)}" for a in axes)
-        lines.append(
-            f"{row.variant} vs {row.baseline}, {row.label}{where}: {row.n_unpaired} seed(s) "
-            f"without a pair left out, {row.n_pairs} pair(s) used"
-        )
-    return lines
+        where = "".join(f" at {a}={fmt(getattr(row, a))}" for a in axes)
+        key = (row.variant, row.baseline, where, row.n_unpaired, row.n_pairs)
+        groups.setdefault(key, []).append(row.label)
+    n_metrics = comparison["metric"].nunique()
+    return [
+        f"{variant} vs {baseline}{'' if len(labels) == n_metrics else ', ' + ', '.join(labels)}"
+        f"{where}: {unpaired} seed(s) without a pair left out, {n} pair(s) used"
+        for (variant, baseline, where, unpaired, n), labels in groups.items()
+    ]
 
 
 def _stats_table(summary: pd.DataFrame, comparison: pd.DataFrame, axes) -> pd.DataFrame:
@@ -198,23 +221,49 @@ def summary_rows(result: ReportResult) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table (shared by report.md and the rich tables)."""
     head = [*result.axes, "variant", "metric", "n", "mean", "sd", "95% CI"]
     rows = [
-        [*(fmt(getattr(r, a)) for a in result.axes), r.variant, r.label, str(r.n), fmt(r.mean),
-         fmt(r.std), ci_text(r.ci_low, r.ci_high)]
+        [
+            *(fmt(getattr(r, a)) for a in result.axes),
+            r.variant,
+            r.label,
+            str(r.n),
+            fmt(r.mean),
+            fmt(r.std),
+            ci_text(r.ci_low, r.ci_high),
+        ]
         for r in result.summary.itertuples()
-    ]  # fmt: skip
+    ]
     return head, rows
 
 
 def comparison_rows(result: ReportResult) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the paired comparison table."""
-    head = [*result.axes, "variant", "metric", "pairs", "diff", "change", "95% CI", "p", "d_z",
-            "P(better)"]  # fmt: skip
+    head = [
+        *result.axes,
+        "variant",
+        "metric",
+        "pairs",
+        "diff",
+        "change",
+        "95% CI",
+        "p",
+        "d_z",
+        "P(better)",
+    ]
     rows = [
-        [*(fmt(getattr(r, a)) for a in result.axes), r.variant, r.label, str(r.n_pairs),
-         fmt(r.mean_diff), "–" if math.isnan(r.rel_change_pct) else f"{r.rel_change_pct:+.2f}%",
-         ci_text(r.ci_low, r.ci_high), fmt(r.p_value), fmt(r.effect_size), fmt(r.p_improve)]
+        [
+            *(fmt(getattr(r, a)) for a in result.axes),
+            r.variant,
+            r.label,
+            str(r.n_pairs),
+            fmt(r.mean_diff),
+            "–" if math.isnan(r.rel_change_pct) else f"{r.rel_change_pct:+.2f}%",
+            ci_text(r.ci_low, r.ci_high),
+            fmt(r.p_value),
+            fmt(r.effect_size),
+            fmt(r.p_improve),
+        ]
         for r in result.comparison.itertuples()
-    ]  # fmt: skip
+    ]
     return head, rows
 
 
@@ -238,7 +287,10 @@ def _markdown(result: ReportResult, session) -> str:
     md = [f"# labtui report: {result.name}", "", f"Generated {now} from `{session.path}`.", ""]
     md += [f"**Runs:** {result.status_line}.", ""]
     if result.partial:
-        md += ["> This session is only partly finished: the statistics cover the finished runs.", ""]
+        md += [
+            "> This session is only partly finished: the statistics cover the finished runs.",
+            "",
+        ]
 
     md += ["## Study", ""]
     grid = [[k, ", ".join(map(str, v))] for k, v in study.grid.items()]
@@ -296,16 +348,34 @@ def _methods_note(comparison: pd.DataFrame) -> str:
         f"95% CI: percentile bootstrap of the mean difference ({', '.join(ci) or '–'}). "
         f"p: two-sided sign-flip permutation test ({', '.join(p) or '–'}). "
         "d_z: mean difference / sd of differences. P(better): share of pairs where the variant "
-        "is better (– for metrics without a better direction)."
+        "is better (– for metrics without a better direction). "
+    ) + small_n_note(comparison)
+
+
+def small_n_note(comparison: pd.DataFrame) -> str:
+    """A caution when few pairs were compared (empty from 10 pairs on)."""
+    n = comparison.loc[comparison["n_pairs"] >= 2, "n_pairs"]
+    if not len(n) or n.min() >= 10:
+        return ""
+    k = int(n.min())
+    return (
+        f"With {k} pairs the smallest possible p is 2/2^{k} = {2 / 2**k:.3g}, and a bootstrap "
+        "interval from fewer than about 10 pairs is narrower than it should be: read it with care."
     )
 
 
 def _pair_rows(result: ReportResult) -> tuple[list[str], list[list[str]]]:
     head = [*result.axes, "variant", "metric", "seed", "baseline", "variant value", "delta"]
     rows = [
-        [*(fmt(getattr(r, a)) for a in result.axes), r.variant,
-         stats.METRICS[r.metric][0], str(r.seed), fmt(r.baseline_value), fmt(r.variant_value),
-         fmt(r.delta)]
+        [
+            *(fmt(getattr(r, a)) for a in result.axes),
+            r.variant,
+            stats.METRICS[r.metric][0],
+            str(r.seed),
+            fmt(r.baseline_value),
+            fmt(r.variant_value),
+            fmt(r.delta),
+        ]
         for r in result.pairs.itertuples()
-    ]  # fmt: skip
+    ]
     return head, rows

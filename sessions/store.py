@@ -25,7 +25,9 @@ metrics.csv (one row per optimizer step):
     step, tokens, elapsed_s, loss, grad_norm, embed_norm, lr, tokens_per_s
 evals.csv (one row per full validation pass):
     step, tokens, elapsed_s, val_loss, val_bpc, val_ppl
-``export --what metrics|evals`` puts run_id, variant, seed and the swept fields first.
+``export --what metrics|evals`` puts run_id, variant, seed and the swept fields first; a swept
+field named like a column of the file gets a "spec_" prefix (an lr sweep: spec_lr is the
+run's peak lr, lr the scheduled lr of each step).
 """
 
 from __future__ import annotations
@@ -246,7 +248,9 @@ class Session:
 
     def run_ids(self) -> list[str]:
         """Run ids in queue order (folders without a spec.json are a kill mid-add: skipped)."""
-        return [name for _, name in self._run_folders() if (self.run_dir(name) / "spec.json").exists()]
+        return [
+            name for _, name in self._run_folders() if (self.run_dir(name) / "spec.json").exists()
+        ]
 
     def runs(self) -> list[RunRecord]:
         """Every run in queue order with its status (see core.events.STATUSES)."""
@@ -268,12 +272,14 @@ class Session:
                 data = json.loads((self.run_dir(run_id) / "spec.json").read_text())
                 spec = RunSpec.from_dict(data)
             except (OSError, ValueError, TypeError) as err:
-                raise SessionError(f"run {run_id} of {self.name} is broken: spec.json: {err}") from None
+                raise SessionError(
+                    f"run {run_id} of {self.name} is broken: spec.json: {err}"
+                ) from None
             self._specs[run_id] = spec
         return spec
 
     def writer(self) -> str | None:
-        """"pid N on HOST" of another live process holding the lock, else None."""
+        """ "pid N on HOST" of another live process holding the lock, else None."""
         holder = _read_lock(self.path / "lock")
         if holder is None or holder.get("token") == self._token or not _alive(holder):
             return None
@@ -284,9 +290,9 @@ class Session:
         names = list(self.study.axes)
         specs = [self.spec(run_id) for run_id in self.run_ids()]
         for name in FIELD_NAMES:
-            if name not in names and name not in ("variant", "seed"):
-                if len({repr(getattr(s, name)) for s in specs}) > 1:
-                    names.append(name)
+            varies = len({repr(getattr(s, name)) for s in specs}) > 1
+            if varies and name not in names and name not in ("variant", "seed"):
+                names.append(name)
         return [n for n in names if n not in RESULT_COLUMNS]
 
     def results(self) -> pd.DataFrame:
@@ -311,15 +317,17 @@ class Session:
         if what == "results":
             return self.results()
         columns = METRIC_COLUMNS if what == "metrics" else EVAL_COLUMNS
-        keys = ["run_id", "variant", "seed", *self.axes()]
+        fields = ["variant", "seed", *self.axes()]
+        keys = ["run_id", *(f"spec_{f}" if f in columns else f for f in fields)]
         frames = []
         for run_id in self.run_ids():
             frame = self._read_csv(run_id, f"{what}.csv", columns)
             if frame.empty:
                 continue
             spec = self.spec(run_id)
-            for i, key in enumerate(keys):
-                frame.insert(i, key, run_id if key == "run_id" else getattr(spec, key))
+            frame.insert(0, "run_id", run_id)
+            for i, (key, name) in enumerate(zip(keys[1:], fields, strict=True)):
+                frame.insert(i + 1, key, getattr(spec, name))
             frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=[*keys, *columns])
@@ -375,8 +383,12 @@ class Session:
                 return state
             # result.json last: a kill half-way leaves the run as it was
             _remove(
-                resume, folder / "checkpoint.pt", folder / "metrics.csv", folder / "evals.csv",
-                folder / "error.txt", folder / "result.json",
+                resume,
+                folder / "checkpoint.pt",
+                folder / "metrics.csv",
+                folder / "evals.csv",
+                folder / "error.txt",
+                folder / "result.json",
             )
             return None
 
@@ -387,12 +399,16 @@ class Session:
             if isinstance(event, StepLogged):
                 self._running[event.run_id] = event.step
                 self._append(
-                    event.run_id, "metrics.csv", METRIC_COLUMNS,
+                    event.run_id,
+                    "metrics.csv",
+                    METRIC_COLUMNS,
                     [getattr(event, c) for c in METRIC_COLUMNS],
                 )
             elif isinstance(event, EvalLogged):
                 self._append(
-                    event.run_id, "evals.csv", EVAL_COLUMNS,
+                    event.run_id,
+                    "evals.csv",
+                    EVAL_COLUMNS,
                     [getattr(event, c) for c in EVAL_COLUMNS],
                 )
             elif isinstance(event, CheckpointSaved):
@@ -580,7 +596,7 @@ def list_sessions(root: Path | str | None = None) -> list[SessionSummary]:
 
 
 def run_id_for(index: int, spec: RunSpec, axes: list[str] | tuple[str, ...] = ()) -> str:
-    """"r000-none-s0", plus "-lr0.001" style parts for swept fields."""
+    """ "r000-none-s0", plus "-lr0.001" style parts for swept fields."""
     parts = [f"r{index:03d}", spec.variant, f"s{spec.seed}"]
     for name in axes:
         value = getattr(spec, name)
@@ -592,13 +608,18 @@ def run_id_for(index: int, spec: RunSpec, axes: list[str] | tuple[str, ...] = ()
 def _new_folder(root: Path) -> Path:
     """Create ``<root>/<time>-<random>``; a name taken by a concurrent process is retried."""
     for _ in range(100):
-        path = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        path = root / _candidate_name()
         try:
             path.mkdir()
             return path
         except FileExistsError:
             continue
     raise SessionError(f"could not find a free session name in {root}")
+
+
+def _candidate_name() -> str:
+    """ "20261128-061503-a3f9": the local time and a random suffix."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def _read_result(path: Path) -> RunResult | None:

@@ -12,6 +12,17 @@ SHARED_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt
 CANONICAL_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine stays responsive."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own cache and session root; nothing touches ~/.cache or ./."""
@@ -20,6 +31,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LABTUI_HOME", str(tmp_path_factory.mktemp("sessions")))
     monkeypatch.delenv("LABTUI_DATA", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the subprocesses the tests start
 
 
 @pytest.fixture(scope="session")

@@ -199,3 +199,14 @@ def test_a_study_of_fifteen_runs_is_fast():
     elapsed = time.perf_counter() - start
     assert len(comp) == 2 * len(stats.METRICS) and comp.n_pairs.eq(5).all()
     assert elapsed < 0.5, f"{elapsed:.3f}s"
+
+
+def test_a_cell_without_baseline_runs_still_gets_a_row():
+    df = pd.concat(
+        [
+            results({"none": [4.0, 4.0], "layernorm": [3.0, 3.0]}, lr=1e-3),
+            results({"layernorm": [5.5, 5.5]}, lr=3e-4),
+        ]
+    )
+    row = stats.compare(df, axes=["lr"]).set_index("lr").loc[3e-4]
+    assert row.n_pairs == 0 and row.n_unpaired == 2 and "not enough pairs" in row.verdict

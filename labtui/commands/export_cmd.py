@@ -1,8 +1,54 @@
-"""`labtui export` (placeholder until its owner writes it)."""
+"""`labtui export`: a session's results, metrics or evaluations as CSV (no Textual, no GPU).
+
+Columns are stable; sessions.store's docstring lists them (results: run_id, variant, seed,
+status, val_loss, val_bpc, val_ppl, best_val_loss, final_grad_norm, accuracy, macro_accuracy,
+embed_norm, n_params, iters, tokens, wall_s, device, then swept fields).
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
 
-def export() -> None:
-    """Not written yet."""
-    raise SystemExit("labtui export: not implemented yet")
+import typer
+
+from labtui.errors import fail
+
+
+def export(
+    session: Annotated[str, typer.Argument(help="Session name in the root, or its folder.")],
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file instead of stdout.")
+    ] = None,
+    what: Annotated[
+        str,
+        typer.Option("--what", help="results (one row per run), metrics (per step) or evals."),
+    ] = "results",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Export a session as CSV to stdout or --out."""
+    from sessions import atomic
+    from sessions.store import EXPORTS, Session, SessionError
+
+    if what not in EXPORTS:
+        fail(f"unknown --what {what!r}: choose {', '.join(EXPORTS)}")
+    if out is not None and out.exists() and not force:
+        fail(f"{out} exists: use --force to overwrite it")
+    try:
+        frame = Session.open(root, session).export(what)
+    except SessionError as err:
+        fail(str(err))
+    text = frame.to_csv(index=False)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        atomic.write_text(out, text)
+    except OSError as err:
+        fail(f"cannot write {out}: {err.strerror or err}")
+    print(f"wrote {len(frame)} rows to {out}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,10 +15,11 @@ from labtui.errors import fail
 
 
 def report(
-    session: str = typer.Argument(..., help="Name of the session to report on."),
-    root: Path | None = typer.Option(
-        None, "--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."
-    ),
+    session: Annotated[str, typer.Argument(help="Name of the session to report on.")],
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
+    ] = None,
 ) -> None:
     """Write stats.csv, pairs.csv, report.md and figures into the session's report/ and print the
     tables."""
@@ -35,7 +37,7 @@ def report(
 
 def show(result, console: Console) -> None:
     """Print a ReportResult: status, summary, comparisons, verdicts, budget check, files."""
-    from sessions.report import comparison_rows, summary_rows, verdict_lines
+    from sessions.report import comparison_rows, small_n_note, summary_rows, verdict_lines
 
     style = "bold yellow" if result.partial else "bold"
     console.print(f"[bold]{escape(result.name)}[/]: [{style}]{escape(result.status_line)}[/]")
@@ -45,16 +47,20 @@ def show(result, console: Console) -> None:
             title = f"Paired comparison with {result.baseline} (by seed)"
             console.print(_table(title, *comparison_rows(result)))
             for line in verdict_lines(result):
-                console.print(f"  {line}", markup=False, highlight=False)
+                console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+            if note := small_n_note(result.comparison):
+                console.print(f"note: {note}", markup=False, highlight=False)
     else:
         console.print("No run has finished yet: no statistics.")
     for problem in result.problems:
-        console.print(f"[yellow]budget check:[/] {escape(problem)}", highlight=False)
+        console.print(
+            f"[yellow]budget check:[/] {escape(problem)}", highlight=False, soft_wrap=True
+        )
     if not result.problems and result.n_finished:
         console.print("budget check: every compared run finished with the same token budget")
     console.print("wrote:")
     for path in result.files:
-        console.print(f"  {path}", markup=False, highlight=False)
+        console.print(f"  {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:

@@ -1,8 +1,338 @@
-"""`labtui run` (placeholder until its owner writes it)."""
+"""`labtui run`: run a study headless into a session folder, or finish one with --resume."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
 
-def run() -> None:
-    """Not written yet."""
-    raise SystemExit("labtui run: not implemented yet")
+import typer
+
+from core.spec import FIELD_NAMES, RunSpec, SpecError, Study
+from labtui.errors import fail
+
+# flag -> (RunSpec field, type); each takes one value or a comma list (a swept grid axis)
+GRID_FLAGS: dict[str, tuple[str, type]] = {
+    "variants": ("variant", str),
+    "seeds": ("seed", int),
+    "iters": ("iters", int),
+    "lr": ("lr", float),
+    "layers": ("n_layer", int),
+    "width": ("n_embd", int),
+    "heads": ("n_head", int),
+    "context": ("block_size", int),
+    "batch": ("batch_size", int),
+    "dropout": ("dropout", float),
+    "weight_decay": ("weight_decay", float),
+    "schedule": ("schedule", str),
+    "warmup": ("warmup_iters", int),
+    "min_lr": ("min_lr", float),
+    "grad_clip": ("grad_clip", float),
+    "eval_interval": ("eval_interval", int),
+    "checkpoint_interval": ("checkpoint_interval", int),
+    "precision": ("precision", str),
+}
+
+
+def parse_values(flag: str, text: str, kind: type) -> list[Any]:
+    """ "0,1,2" -> [0, 1, 2]; integer flags also take ranges such as "0-4"."""
+    values: list[Any] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            raise SpecError(f"--{flag.replace('_', '-')}: empty value in {text!r}")
+        try:
+            if kind is int and "-" in item[1:]:
+                low, high = (int(x) for x in item.split("-", 1))
+                if high < low:
+                    raise ValueError
+                values.extend(range(low, high + 1))
+            else:
+                values.append(kind(item))
+        except ValueError:
+            name = {int: "an integer", float: "a number"}.get(kind, "a value")
+            raise SpecError(f"--{flag.replace('_', '-')}: {item!r} is not {name}") from None
+    return values
+
+
+def build_study(
+    study_text: str | None = None,
+    flags: dict[str, str] | None = None,
+    *,
+    order: str | None = None,
+    device: str | None = None,
+) -> Study:
+    """The study of a TOML text (default: the protocol) with flag values laid over it.
+
+    A flag with one value sets the base spec (and drops that field from the grid), a comma
+    list makes it a grid axis; variants and seeds always stay grid axes. Raises SpecError.
+    """
+    study = Study.from_toml(study_text) if study_text is not None else Study()
+    base = study.base.to_dict()
+    grid = dict(study.grid)
+    for flag, text in (flags or {}).items():
+        name, kind = GRID_FLAGS[flag]
+        values = parse_values(flag, text, kind)
+        base[name] = values[0]  # a valid base even when only the swept cells are
+        if name in ("variant", "seed") or len(values) > 1:
+            grid[name] = tuple(values)
+        else:
+            grid.pop(name, None)
+    if device is not None:
+        base["device"] = device
+        grid.pop("device", None)
+    for name in grid:  # swept fields: the base takes the first value
+        if name in FIELD_NAMES and grid[name]:
+            base[name] = grid[name][0]
+    try:
+        spec = RunSpec.from_dict(base)
+    except TypeError as err:
+        raise SpecError(str(err)) from None
+    return Study(base=spec, grid=grid, order=order or study.order)
+
+
+def run(
+    study: Annotated[
+        Path | None,
+        typer.Option(
+            "--study",
+            help="Study TOML file ([base], [grid], order). Grid flags given as well override the "
+            "file: one value sets the base spec, a comma list replaces that grid axis.",
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Finish this session: interrupted runs from their checkpoint, pending ones from "
+            "scratch; finished runs are skipped.",
+        ),
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="With --resume: rerun failed runs.")
+    ] = False,
+    session: Annotated[
+        str | None,
+        typer.Option("--session", help="Name of the new session (default: date-time-random)."),
+    ] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Corpus text file (else $LABTUI_DATA, cache, download)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+    ] = None,
+    variants: Annotated[
+        str | None, typer.Option("--variants", help="e.g. none,layernorm,rmsnorm")
+    ] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="e.g. 0,1,2 or 0-4")] = None,
+    iters: Annotated[str | None, typer.Option("--iters", help="Optimizer steps per run.")] = None,
+    lr: Annotated[str | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="Transformer blocks.")] = None,
+    width: Annotated[str | None, typer.Option("--width", help="Embedding width (n_embd).")] = None,
+    heads: Annotated[str | None, typer.Option("--heads", help="Attention heads.")] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="Context length (block_size).")
+    ] = None,
+    batch: Annotated[str | None, typer.Option("--batch", help="Sequences per batch.")] = None,
+    dropout: Annotated[str | None, typer.Option("--dropout")] = None,
+    weight_decay: Annotated[str | None, typer.Option("--weight-decay")] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="constant or cosine.")] = None,
+    warmup: Annotated[str | None, typer.Option("--warmup", help="Linear warmup steps.")] = None,
+    min_lr: Annotated[
+        str | None, typer.Option("--min-lr", help="Final lr of the cosine schedule.")
+    ] = None,
+    grad_clip: Annotated[
+        str | None, typer.Option("--grad-clip", help="Max gradient norm; 0 = off.")
+    ] = None,
+    eval_interval: Annotated[
+        str | None,
+        typer.Option("--eval-interval", help="Validation pass every N steps (0 = end only)."),
+    ] = None,
+    checkpoint_interval: Annotated[
+        str | None,
+        typer.Option("--checkpoint-interval", help="Resumable checkpoint every N steps."),
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="fp32, tf32 or bf16.")
+    ] = None,
+    order: Annotated[
+        str | None,
+        typer.Option(
+            "--order", help="grid (variant-major) or interleaved (seed-major: every variant early)."
+        ),
+    ] = None,
+    group: Annotated[
+        bool | None,
+        typer.Option("--group/--no-group", help="Train several runs at once (default: auto)."),
+    ] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
+    gpus_per_run: Annotated[
+        float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run.")
+    ] = None,
+) -> None:
+    """Run a study (a TOML file, flags, or the default protocol) into a new session folder.
+
+    Every list flag takes one value or a comma list (a grid axis), e.g. --lr 1e-3,3e-4.
+    Ctrl-C cancels the run in flight (saved, resumable) and stops.
+    """
+    options = dict(locals())
+    given = {k: v for k, v in options.items() if k in GRID_FLAGS and v is not None}
+    from sessions.executors import make_executor
+    from sessions.store import SessionError
+
+    if resume is not None and (study is not None or given or order or session):
+        fail("--resume takes no study, grid flags, --order or --session: the session has its study")
+    if retry_failed and resume is None:
+        fail("--retry-failed needs --resume SESSION")
+    try:
+        make_executor(executor, group=group)
+    except SessionError as err:
+        fail(str(err))
+    if resume is None:
+        text = None
+        if study is not None:
+            try:
+                text = study.read_text()
+            except (OSError, UnicodeDecodeError) as err:
+                fail(f"cannot read study file {study}: {getattr(err, 'strerror', None) or err}")
+        try:
+            the_study = build_study(text, given, order=order, device=device)
+        except SpecError as err:
+            fail(str(err))
+        _check_device(the_study.base.device)
+    elif device is not None:
+        try:
+            RunSpec(device=device)
+        except SpecError as err:
+            fail(str(err))
+        _check_device(device)
+    corpus = _load_corpus(data)
+
+    from sessions.provenance import collect
+    from sessions.store import Session
+
+    try:
+        if resume is not None:
+            the_session = Session.open(root, resume, write=True)
+            want = the_session.provenance.get("corpus_sha256")
+            if want and want != corpus.sha256:
+                the_session.close()
+                fail(
+                    f"this corpus (sha256 {corpus.sha256[:12]}) is not the session's ({want[:12]})"
+                )
+        else:
+            the_session = Session.create(
+                root, the_study, name=session, provenance=collect(corpus, the_study.base.device)
+            )
+    except SessionError as err:
+        fail(str(err))
+    try:
+        _run_queue(the_session, corpus, retry_failed, group, executor, device if resume else None)
+    finally:
+        the_session.close()
+
+
+def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
+    from rich.console import Console
+
+    from labtui.commands.progress import RunProgress, results_table
+    from sessions.runner import StudyRunner
+
+    runner = StudyRunner(session, corpus, group=group, executor=executor, device=device)
+    records = {r.run_id: r for r in session.runs()}
+    todo = runner.todo(retry_failed=retry_failed)
+    out = Console()
+    if not todo:
+        counts = _counts(records.values())
+        print(f"nothing to run in {session.name}: {counts}", file=sys.stderr)
+        out.print(f"session: {session.path}", markup=False, highlight=False)
+        return
+    plan = {}
+    for run_id in todo:
+        record = records[run_id]
+        resumes = record.status in ("interrupted", "cancelled")
+        plan[run_id] = record.spec.iters - (record.step if resumes else 0)
+    errors: list[BaseException] = []
+    cancelled = threading.Event()
+    with RunProgress(plan) as progress:
+        runner.on_event = progress.on_event
+
+        def work() -> None:
+            try:
+                runner.run(todo, retry_failed=retry_failed)
+            except BaseException as err:  # shown by the main thread
+                errors.append(err)
+
+        def on_sigint(signum, frame) -> None:
+            if cancelled.is_set():
+                progress.note("aborted: the run in flight is left interrupted")
+                os._exit(130)
+            cancelled.set()
+            progress.note("cancelling: saving the run in flight (Ctrl-C again to abort)")
+            runner.cancel_all()
+
+        worker = threading.Thread(target=work, name="labtui-run", daemon=True)
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if main else None
+        try:
+            worker.start()
+            while worker.is_alive():
+                worker.join(0.1)  # short waits keep the Ctrl-C handler prompt
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+    if errors:
+        from sessions.store import SessionError
+
+        if isinstance(errors[0], SessionError):
+            fail(str(errors[0]))
+        raise errors[0]
+    out.print(results_table(session.results()))
+    out.print(f"session: {session.path}", markup=False, highlight=False)
+    if cancelled.is_set():
+        print(f"cancelled: resume with `labtui run --resume {session.name}`", file=sys.stderr)
+        raise typer.Exit(130)
+    failed = [r for r, status in progress.ended.items() if status == "failed"]
+    if failed:
+        print(
+            f"labtui: {len(failed)} run(s) failed, see {session.path}/runs/{failed[0]}/error.txt",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
+
+
+def _counts(records) -> str:
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def _check_device(device: str) -> None:
+    from core.engine import resolve_device
+
+    try:
+        resolve_device(device)
+    except RuntimeError as err:
+        fail(str(err))
+
+
+def _load_corpus(path: Path | None):
+    try:
+        from labtui.commands.data_cmd import load_or_fail
+    except ImportError:  # the data command not written yet
+        from data import DataError, load_corpus
+
+        try:
+            return load_corpus(path)
+        except DataError as err:
+            fail(str(err))
+    return load_or_fail(path)

@@ -49,8 +49,6 @@ class NormGauge(Static):
                 bar.append("─", style="dim")
         now = "—" if value is None else f"{value:.3g}"
         ratio = "" if value is None else f"  ({value / mark:.2f}×√d)"
-        head = Text.assemble(
-            ("‖x‖ ", "bold"), (now, "bold"), ratio, f"   ┃ √d = √{self.width_} = {mark:.3g}",
-            no_wrap=True, overflow="ellipsis",
-        )
+        head = Text.assemble(("‖x‖ ", "bold"), (now, "bold"), ratio, f"   ┃ √d = {mark:.3g}")
+        head.truncate(cells, overflow="ellipsis")
         return Text("\n").join([head, bar])

@@ -18,7 +18,8 @@ class HeaderInfo:
     data: str = "—"
     done: int = 0  # steps done over all runs
     total: int = 0
-    eta_s: float | None = None  # None: not training
+    training: bool = False
+    eta_s: float | None = None  # None: not known (yet)
 
 
 class LabHeader(Static):
@@ -38,19 +39,20 @@ class LabHeader(Static):
             device += f" {info.gpu_mem_mib:,.0f} MiB"
         pct = 100 * info.done / info.total if info.total else 0.0
         progress = f"{pct:3.0f}%" if info.total else "no runs"
-        eta = f"ETA {format_duration(info.eta_s)}" if info.eta_s is not None else "idle"
+        eta = f"ETA {format_duration(info.eta_s)}" if info.training else "idle"
+        # most wanted first: a narrow terminal cuts the end of the line
         text = Text.assemble(
             ("labtui", "bold"),
-            " │ session ",
-            (info.session, "bold"),
             " │ ",
-            device,
-            " │ data ",
-            info.data,
+            (info.session, "bold"),
             " │ ",
             (progress, "bold"),
             f" {info.done}/{info.total} steps │ ",
             eta,
+            " │ ",
+            device,
+            " │ data ",
+            info.data,
             no_wrap=True,
             overflow="ellipsis",
         )

@@ -28,14 +28,24 @@ class CurvePlot(PlotextPlot):
         super().__init__(**kwargs)
         self.metric = metric
         self.title = title
+        self._version = 0  # bumped by draw(); render() rebuilds only when it or the size changed
+        self._cached: tuple[tuple, object] | None = None
+
+    def render(self):
+        key = (self._version, self.size, self.app.theme, self.theme)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, super().render())
+        return self._cached[1]
 
     def draw(self, views: list[RunView], selected: str | None, opts: P.PlotOptions) -> None:
         """Rebuild the figure from the views and refresh."""
         plt = self.plt
         plt.clear_figure()
         mono = self.app.no_color
-        lines = self._grouped(views, opts, mono) if opts.grouped else self._single(
-            views, selected, opts, mono
+        lines = (
+            self._grouped(views, opts, mono)
+            if opts.grouped
+            else self._single(views, selected, opts, mono)
         )
         series = [y for _, y, *_ in lines]
         floor = P.log_floor(*series) if opts.log_y else None
@@ -47,20 +57,22 @@ class CurvePlot(PlotextPlot):
                     continue
             plt.plot(list(x), list(y), color=color, marker=marker, label=label)
             plotted += 1
-        parts = [self.title, f"x: {P.X_LABELS[opts.x]}"]
+        parts = [self.title, P.X_LABELS[opts.x]]
         if opts.grouped:
-            parts.append("mean of seeds, band min–max")
+            parts.append("seed mean, min–max")
         if opts.log_y:
             parts.append("log")
         if opts.smooth:
-            parts.append("smoothed")
+            parts.append("smooth")
         if not plotted:
             parts.append("no data yet")
-        plt.title(" · ".join(parts))
+        title = " · ".join(parts)
+        plt.title(title if len(title) < self.size.width - 4 else " · ".join(parts[:1] + parts[2:]))
         if opts.log_y and plotted:
             ys = np.concatenate([P.log_y(y, floor) for y in series if len(y)])
             ticks, labels = P.log_ticks(float(ys.min()), float(ys.max()))
             plt.yticks(ticks, labels)
+        self._version += 1
         self.refresh()
 
     def _budget(self) -> int:
@@ -82,7 +94,7 @@ class CurvePlot(PlotextPlot):
             if view.run_id == selected:
                 chosen = (x, y)
                 continue
-            dx, dy = P.decimate(x, y, budget)
+            dx, dy = P.decimate(x, y, budget // 2)  # faint: coarser is enough
             lines.append((dx, dy, "default" if mono else FAINT, "·" if mono else "braille", None))
         if chosen is not None:
             x, y = chosen
@@ -91,8 +103,15 @@ class CurvePlot(PlotextPlot):
             lines.append((dx, dy, "default" if mono else raw_color, "braille", selected))
             if opts.smooth:
                 sx, sy = P.decimate(x, P.smooth(y), budget)
-                lines.append((sx, sy, "default" if mono else SMOOTHED, "•" if mono else "braille",
-                              "smoothed"))
+                lines.append(
+                    (
+                        sx,
+                        sy,
+                        "default" if mono else SMOOTHED,
+                        "•" if mono else "braille",
+                        "smoothed",
+                    )
+                )
         return lines
 
     def _grouped(self, views, opts, mono):
@@ -104,9 +123,7 @@ class CurvePlot(PlotextPlot):
         lines = []
         budget = self._budget()
         for i, (variant, members) in enumerate(by_variant.items()):
-            curves = [
-                (v.curves["step"], v.curves[opts.x], v.curves[self.metric]) for v in members
-            ]
+            curves = [(v.curves["step"], v.curves[opts.x], v.curves[self.metric]) for v in members]
             x, mean, low, high = P.group_band(curves)
             if not len(x):
                 continue

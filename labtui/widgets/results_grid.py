@@ -41,8 +41,9 @@ def variant_rows(df: pd.DataFrame) -> list[dict[str, object]]:
     fin = stats.finished(df)
     if fin.empty:
         return []
-    summary = stats.summarize(fin, metrics=[m for m in ("val_ppl", "accuracy", "embed_norm")
-                                            if m in fin.columns])
+    summary = stats.summarize(
+        fin, metrics=[m for m in ("val_ppl", "accuracy", "embed_norm") if m in fin.columns]
+    )
     has_base = BASELINE in set(fin["variant"]) and fin["variant"].nunique() > 1
     comparison = stats.compare(fin, BASELINE, metrics=["val_ppl"]) if has_base else None
 
@@ -57,8 +58,10 @@ def variant_rows(df: pd.DataFrame) -> list[dict[str, object]]:
             "variant": Text(variant, style="bold"),
             "n": _cell(f"n={value(variant, 'val_ppl', 'n') or 0}"),
             "ppl": _cell(_num(value(variant, "val_ppl", "mean")), "bold"),
-            "ci": _cell(f"[{_num(value(variant, 'val_ppl', 'ci_low'))}, "
-                        f"{_num(value(variant, 'val_ppl', 'ci_high'))}]"),
+            "ci": _cell(
+                f"[{_num(value(variant, 'val_ppl', 'ci_low'))}, "
+                f"{_num(value(variant, 'val_ppl', 'ci_high'))}]"
+            ),
             "delta": _cell("baseline" if variant == BASELINE else "—"),
             "p": _cell(""),
             "acc": _cell(_num(value(variant, "accuracy", "mean"))),
@@ -92,8 +95,9 @@ def run_rows(df: pd.DataFrame) -> list[dict[str, object]]:
                 "run": r["run_id"],
                 "variant": r["variant"],
                 "n": _cell(str(r["seed"])),
-                "ppl": _cell("diverged" if diverged else _num(r.get("val_ppl")),
-                             "red" if diverged else ""),
+                "ppl": _cell(
+                    "diverged" if diverged else _num(r.get("val_ppl")), "red" if diverged else ""
+                ),
                 "ci": _cell(""),
                 "delta": _cell(""),
                 "p": _cell(""),
@@ -106,8 +110,6 @@ def run_rows(df: pd.DataFrame) -> list[dict[str, object]]:
 
 class ResultsGrid(DataTable):
     """Finished runs and per-variant statistics; rebuilt whenever a run ends."""
-
-    BINDINGS = [("enter", "screen.start_queue", "Start")]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)

@@ -8,13 +8,13 @@ from textual.widgets import DataTable
 from labtui.messages import RunSelected
 from labtui.runview import RunView
 
-COLUMNS = (
-    ("id", "run"),
-    ("status", "status"),
-    ("progress", "progress"),
-    ("ppl", "val PPL"),
-    ("variant", "variant"),
-    ("seed", "seed"),
+COLUMNS = (  # key, label, width
+    ("id", "run", 17),
+    ("status", "status", 13),
+    ("progress", "progress", 9),
+    ("ppl", "val PPL", 7),
+    ("variant", "variant", 9),
+    ("seed", "seed", 4),
 )
 STATUS_STYLE = {
     "running": ("▶ running", "bold cyan"),
@@ -30,11 +30,16 @@ STATUS_STYLE = {
 
 def status_text(status: str) -> Text:
     label, style = STATUS_STYLE.get(status, (status, ""))
-    return Text(label, style=style.replace("$accent", "cyan").replace("green", "green")
-                .replace("$error", "red").replace("yellow", "yellow"))
+    return Text(
+        label,
+        style=style.replace("$accent", "cyan")
+        .replace("green", "green")
+        .replace("$error", "red")
+        .replace("yellow", "yellow"),
+    )
 
 
-def progress_text(view: RunView, width: int = 6) -> Text:
+def progress_text(view: RunView, width: int = 4) -> Text:
     filled = round(view.progress * width)
     bar = "█" * filled + "░" * (width - filled)
     return Text(f"{bar} {100 * view.progress:3.0f}%")
@@ -43,22 +48,20 @@ def progress_text(view: RunView, width: int = 6) -> Text:
 class RunQueue(DataTable):
     """The runs of the session, in queue order."""
 
-    BINDINGS = [
-        # enter starts the queue (a screen binding); the table must not swallow it.
-        ("enter", "screen.start_queue", "Start"),
-    ]
-
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.border_title = "Runs"
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
 
     def cells(self, view: RunView, queued: bool) -> dict[str, object]:
-        status = "queued" if queued and view.status in ("pending", "interrupted", "cancelled",
-                                                        "failed") else view.status
+        status = (
+            "queued"
+            if queued and view.status in ("pending", "interrupted", "cancelled", "failed")
+            else view.status
+        )
         ppl = view.val_ppl
         return {
             "id": view.run_id,
@@ -73,7 +76,7 @@ class RunQueue(DataTable):
         """Add the run's row, or update it in place."""
         cells = self.cells(view, queued)
         if view.run_id not in self.rows:
-            self.add_row(*(cells[k] for k, _ in COLUMNS), key=view.run_id)
+            self.add_row(*(cells[k] for k, _, _ in COLUMNS), key=view.run_id)
             return
         for key, value in cells.items():
             self.update_cell(view.run_id, key, value)

@@ -1,0 +1,572 @@
+"""Train the runs of a study together as one batched model (core.grouped_model).
+
+Same mathematics and same events as core.engine.train, run by run: each run starts from the
+engine's initialization, draws its batches from its own generator, follows its own schedule and
+AdamW settings, and is cancelled, diverges or finishes on its own; its checkpoints are the
+engine's format, so a run can move between the two engines.
+
+On CUDA a step never waits for the device: per-step values stay on the GPU and are read back
+every ``LOG_EVERY_CUDA`` steps (and before an evaluation, a checkpoint or a cancel), which is
+when their StepLogged events go out. A run that diverges there has had its later updates
+skipped on the device, so it ends exactly as it would have on its own. The step is captured in
+a CUDA graph when that works (checked against an eager step once; ``LABTUI_CUDA_GRAPHS=0``
+turns it off); everything else is plain eager PyTorch, which is what runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from core.engine import (
+    EventSink,
+    _Progress,
+    apply_precision,
+    autocast_for,
+    build_model,
+    derive_seed,
+    device_name,
+    lr_at,
+    make_optimizer,
+    resolve_device,
+)
+from core.events import (
+    CheckpointSaved,
+    EvalLogged,
+    RunFinished,
+    RunResult,
+    RunStarted,
+    StepLogged,
+)
+from core.grouped_model import (
+    GroupedAdamW,
+    GroupedGPT,
+    Layout,
+    clip_,
+    grad_norms,
+    no_cache_autocast,
+)
+from core.metrics import EVAL_BATCH_SIZE, _Totals
+from core.spec import RunSpec
+from data import Corpus
+from data.batches import eval_batches
+
+# Fields every run of a group must share: they fix the tensors' shapes and the step schedule.
+GROUP_FIELDS = (
+    "n_layer", "n_embd", "n_head", "block_size", "batch_size", "iters", "eval_interval",
+    "checkpoint_interval", "device", "precision",
+)  # fmt: skip
+LOG_EVERY_CUDA = 25  # steps between host synchronizations on CUDA
+GRAPH_WARMUP = 3  # eager steps before a CUDA graph capture
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """One run of a group: its id, spec, and the engine checkpoint to resume from (or None)."""
+
+    run_id: str
+    spec: RunSpec
+    resume: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def group_key(spec: RunSpec) -> tuple | None:
+    """Runs with equal keys can train as one group; None for a run that cannot (dropout)."""
+    if spec.dropout != 0.0:
+        return None
+    return tuple(getattr(spec, name) for name in GROUP_FIELDS)
+
+
+def can_group(specs: Sequence[RunSpec]) -> bool:
+    keys = {group_key(s) for s in specs}
+    return len(keys) == 1 and None not in keys
+
+
+def default_grouping(device: str = "auto") -> bool:
+    """Whether grouping is the faster path on ``device``: on CUDA yes, on a CPU (or MPS) no.
+
+    A CPU is already bound by arithmetic at batch 16, so batching runs only adds copies
+    (see benchmarks/README.md for the measurements).
+    """
+    try:
+        return resolve_device(device).startswith("cuda")
+    except RuntimeError:
+        return False
+
+
+def train_group(
+    jobs: Sequence[GroupJob | tuple],
+    corpus: Corpus,
+    on_event: EventSink | None = None,
+    stops: dict[str, threading.Event] | None = None,
+) -> list[RunResult]:
+    """Train ``jobs`` (GroupJob or (run_id, spec, resume) tuples); results in the jobs' order.
+
+    Events are core.engine.train's, per run. Runs that cannot share a group (different shapes,
+    or resumed at different steps) train in successive groups. Never raises for a run's failure.
+    """
+    emit = on_event or (lambda event: None)
+    stops = stops or {}
+    jobs = [job if isinstance(job, GroupJob) else GroupJob(*job) for job in jobs]
+    if len({job.run_id for job in jobs}) != len(jobs):
+        raise ValueError("run ids in a group must be unique")
+    results: dict[str, RunResult] = {}
+    groups: dict[tuple, list[_Member]] = {}
+    for job in jobs:
+        member = _Member(job, corpus, emit, stops.get(job.run_id) or threading.Event())
+        try:
+            member.prepare()
+        except Exception as err:  # a bad checkpoint fails that run alone, as in the engine
+            results[job.run_id] = member.fail(err)
+            continue
+        key = (group_key(job.spec) or ("single", job.run_id), member.progress.step)
+        groups.setdefault(key, []).append(member)
+    for members in groups.values():
+        for member in _Group(members, corpus, emit).train():
+            results[member.run_id] = member.result_value
+    return [results[job.run_id] for job in jobs]
+
+
+class _Member:
+    """One run inside a group: what the engine's _Run keeps, minus the tensors."""
+
+    def __init__(self, job: GroupJob, corpus: Corpus, emit: EventSink, stop: threading.Event):
+        self.run_id, self.spec, self.resume = job.run_id, job.spec, job.resume
+        self.corpus, self.emit, self.stop = corpus, emit, stop
+        self.progress = _Progress()
+        self.device = "cpu"
+        self.n_params = 0
+        self.final: dict[str, float] = {}
+        self.adam_steps = 0  # AdamW's step count when the group starts
+        self.base_s = 0.0  # training time before this group (a resumed run's earlier time)
+        self.t0 = time.perf_counter()
+        self.result_value: RunResult | None = None
+
+    def prepare(self) -> None:
+        """Build the engine's model and optimizer for this run and load its checkpoint."""
+        spec = self.spec
+        self.device = resolve_device(spec.device)
+        self.template = build_model(spec, self.corpus.vocab_size)
+        self.n_params = self.template.n_params()
+        optimizer = make_optimizer(self.template, spec, "cpu")
+        names = {id(p): n for n, p in self.template.named_parameters()}
+        self.opt_names = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+        self.opt_groups = optimizer.state_dict()["param_groups"]
+        for group in self.opt_groups:  # the engine's optimizer on CUDA is the fused one
+            group["fused"] = True if self.device.startswith("cuda") else group.get("fused")
+        self.model_keys = list(self.template.state_dict())
+        self.batches = torch.Generator().manual_seed(derive_seed(spec.seed, "batches"))
+        self.rng_torch = torch.Generator().manual_seed(derive_seed(spec.seed, "dropout"))
+        self.moments: tuple[dict, dict] | None = None
+        if self.resume is not None:
+            self.load_state(self.resume, optimizer)
+        self.template.requires_grad_(False)
+
+    def load_state(self, state: dict[str, Any], optimizer: torch.optim.AdamW) -> None:
+        if RunSpec.from_dict(state["spec"]).key() != self.spec.key():
+            raise ValueError("checkpoint belongs to a different run spec")
+        self.template.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        params = dict(self.template.named_parameters())
+        moments = [optimizer.state.get(params[n], {}) for n in self.opt_names]
+        if moments and "step" in moments[0]:
+            self.adam_steps = int(moments[0]["step"])
+            self.moments = (
+                {n: s["exp_avg"] for n, s in zip(self.opt_names, moments, strict=True)},
+                {n: s["exp_avg_sq"] for n, s in zip(self.opt_names, moments, strict=True)},
+            )
+        self.batches.set_state(state["rng_batches"])
+        self.rng_torch.set_state(state["rng_torch"])
+        self.progress = _Progress(
+            state["step"], state["best_val_loss"], state["elapsed_s"], state["grad_norm"]
+        )
+        self.base_s = state["elapsed_s"]
+
+    def elapsed(self, now: float | None = None) -> float:
+        return self.base_s + (now if now is not None else time.perf_counter()) - self.t0
+
+    def state(self, row: torch.Tensor, m: torch.Tensor, v: torch.Tensor, layout: Layout,
+              group_start: int) -> dict[str, Any]:
+        """The engine's checkpoint format, from this run's rows of the group's CPU buffers."""
+        variant, p = self.spec.variant, self.progress
+        weights = layout.tensors(row, variant)
+        adam_t = self.adam_steps + p.step - group_start
+        optimizer: dict[str, Any] = {"state": {}, "param_groups": copy.deepcopy(self.opt_groups)}
+        for group in optimizer["param_groups"]:
+            group["lr"] = lr_at(self.spec, p.step - 1) if p.step else self.spec.lr
+        if adam_t > 0:
+            ms, vs = layout.tensors(m, variant), layout.tensors(v, variant)
+            for i, name in enumerate(self.opt_names):
+                optimizer["state"][i] = {
+                    "step": torch.tensor(float(adam_t), dtype=torch.float32),
+                    "exp_avg": ms[name].clone(),
+                    "exp_avg_sq": vs[name].clone(),
+                }
+        state = {
+            "spec": self.spec.to_dict(),
+            "step": p.step,
+            "best_val_loss": p.best_val_loss,
+            "elapsed_s": self.elapsed(),
+            "grad_norm": p.grad_norm,
+            "model": {k: weights[k].clone() for k in self.model_keys},
+            "optimizer": optimizer,
+            "rng_batches": self.batches.get_state(),
+            "rng_torch": self.rng_torch.get_state(),
+        }
+        if self.device.startswith("cuda"):
+            state["rng_cuda"] = torch.cuda.get_rng_state(torch.device(self.device))
+        return state
+
+    def result(self, status: str, error: str | None = None) -> RunResult:
+        f, p, spec = self.final, self.progress, self.spec
+        return RunResult(
+            run_id=self.run_id,
+            status=status,
+            step=p.step,
+            tokens=p.step * spec.batch_size * spec.block_size,
+            n_params=self.n_params,
+            device=self.device,
+            wall_s=self.elapsed(),
+            val_loss=f.get("val_loss"),
+            val_bpc=f.get("val_bpc"),
+            val_ppl=f.get("val_ppl"),
+            best_val_loss=p.best_val_loss,
+            final_grad_norm=p.grad_norm,
+            accuracy=f.get("accuracy"),
+            macro_accuracy=f.get("macro_accuracy"),
+            embed_norm=f.get("embed_norm"),
+            error=error,
+        )
+
+    def finish(self, status: str, error: str | None = None, tb: str | None = None) -> RunResult:
+        self.result_value = self.result(status, error)
+        self.emit(RunFinished(self.run_id, self.result_value, traceback=tb))
+        return self.result_value
+
+    def fail(self, err: BaseException) -> RunResult:
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        return self.finish("failed", error=message, tb=traceback.format_exc())
+
+
+@dataclass
+class _Logged:
+    """One step launched but not yet reported: its device values (3, R) and its run order."""
+
+    step: int
+    values: torch.Tensor
+    members: list[_Member]
+
+
+class _Group:
+    """Runs sharing every shape, trained in lockstep; runs leave when they end."""
+
+    def __init__(self, members: list[_Member], corpus: Corpus, emit: EventSink):
+        self.members, self.corpus, self.emit = members, corpus, emit
+        self.spec = members[0].spec  # the shared fields come from here
+        self.start = members[0].progress.step
+        self.device = members[0].device
+        self.cuda = self.device.startswith("cuda")
+        self.log_every = LOG_EVERY_CUDA if self.cuda else 1
+        self.use_graphs = self.cuda and os.environ.get("LABTUI_CUDA_GRAPHS", "1") != "0"
+        self.pending: list[_Logged] = []
+        self.window_t = time.perf_counter()
+        self.graph: _StepGraph | None = None
+        self.eager_steps = 0  # since the group last changed (CUDA graph warm-up)
+
+    # -- set-up and membership -------------------------------------------------------------
+
+    def build(self) -> None:
+        spec, device = self.spec, self.device
+        apply_precision(spec, device)
+        self.eval_autocast = autocast_for(spec, device)
+        self.step_autocast = no_cache_autocast(spec.precision, torch.device(device).type)
+        self.train_tokens = self.corpus.tensor("train", device)
+        self.val_tokens = self.corpus.tensor("val", device)
+        if len(self.train_tokens) <= spec.block_size:
+            raise ValueError(
+                f"split has {len(self.train_tokens)} tokens; block_size {spec.block_size} needs more"
+            )
+        self.layout = Layout.of(self.members[0].template)
+        rows, ms, vs, hyper = [], [], [], []
+        for m in self.members:
+            variant = m.spec.variant
+            rows.append(self.layout.row(m.template.state_dict(), variant))
+            if m.moments is not None:
+                ms.append(self.layout.row(m.moments[0], variant, fill=0.0))
+                vs.append(self.layout.row(m.moments[1], variant, fill=0.0))
+            else:
+                ms.append(torch.zeros(self.layout.size))
+                vs.append(torch.zeros(self.layout.size))
+            s = m.spec
+            hyper.append([s.beta1, s.beta2, s.eps, s.weight_decay,
+                          float(s.decay_position_embedding), s.grad_clip])
+            m.template = None  # the rows hold the weights now
+        self.model = GroupedGPT(
+            self.layout, torch.stack(rows).to(device), [m.spec.variant for m in self.members],
+            spec.n_head,
+        )
+        self.optimizer = GroupedAdamW(
+            self.model, torch.tensor(hyper, dtype=torch.float32),
+            torch.stack(ms).to(device), torch.stack(vs).to(device),
+        )
+        self.clipping = any(m.spec.grad_clip > 0 for m in self.members)
+        self.alive = torch.ones(len(self.members), dtype=torch.bool, device=device)
+        self.scalars = self._scalar_table().to(device)
+        self.arange = torch.arange(spec.block_size, device=device)
+
+    def _scalar_table(self) -> torch.Tensor:
+        """(steps, 3, R): each step's lr, AdamW step size and sqrt bias correction, in float64."""
+        table = []
+        for s in range(self.start + 1, self.spec.iters + 1):
+            row = []
+            for m in self.members:
+                lr, b1, b2 = lr_at(m.spec, s - 1), m.spec.beta1, m.spec.beta2
+                t = m.adam_steps + s - self.start
+                row.append((lr, lr / (1 - b1**t), (1 - b2**t) ** 0.5))
+            table.append(list(zip(*row, strict=True)))
+        return torch.tensor(table, dtype=torch.float64).float().reshape(-1, 3, len(self.members))
+
+    def drop(self, leaving: list[_Member]) -> None:
+        """Take runs out of the group; the others' tensors are untouched apart from a copy."""
+        if not leaving:
+            return
+        keep = [i for i, m in enumerate(self.members) if m not in leaving]
+        self.members = [self.members[i] for i in keep]
+        if not self.members:
+            return
+        index = torch.tensor(keep, device=self.device)
+        self.model.select(index)
+        self.optimizer.select(index)
+        self.alive = self.alive.index_select(0, index)
+        self.scalars = self.scalars.index_select(2, index)
+        self.clipping = any(m.spec.grad_clip > 0 for m in self.members)
+        self.graph = None
+        self.eager_steps = 0
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def train(self) -> list[_Member]:
+        everyone = list(self.members)
+        try:
+            self.build()
+            now = time.perf_counter()
+            for m in self.members:
+                m.t0 = now
+                self.emit(
+                    RunStarted(m.run_id, m.spec, self.device, device_name(self.device),
+                               m.n_params, start_step=m.progress.step)
+                )
+            self.loop()
+        except Exception as err:  # the group's failure is each remaining run's failure
+            for m in self.members:
+                if m.result_value is None:
+                    m.fail(err)
+        return everyone
+
+    def loop(self) -> None:
+        spec = self.spec
+        for step in range(self.start + 1, spec.iters + 1):
+            self.cancel_stopped()
+            if not self.members:
+                return
+            self.launch(step)
+            at_eval = step < spec.iters and spec.eval_interval and step % spec.eval_interval == 0
+            at_ckpt = (
+                step < spec.iters and spec.checkpoint_interval
+                and step % spec.checkpoint_interval == 0
+            )
+            if at_eval or at_ckpt or len(self.pending) >= self.log_every:
+                self.flush()
+            if at_eval and self.members:
+                self.log_eval()
+            if at_ckpt and self.members:
+                for m, state in zip(self.members, self.states(), strict=True):
+                    self.emit(CheckpointSaved(m.run_id, step, state))
+        self.flush()
+        if self.members:
+            for m, metrics in zip(self.members, self.log_eval(), strict=True):
+                m.final = metrics
+            for m, state in zip(self.members, self.states(), strict=True):
+                self.emit(CheckpointSaved(m.run_id, spec.iters, state, final=True))
+            for m in self.members:
+                m.finish("finished")
+
+    def cancel_stopped(self) -> None:
+        if not any(m.stop.is_set() for m in self.members):
+            return
+        self.flush()  # a run that diverged meanwhile ends as diverged, not cancelled
+        stopped = [m for m in self.members if m.stop.is_set()]
+        states = self.states()
+        for m, state in zip(self.members, states, strict=True):
+            if m in stopped:
+                self.emit(CheckpointSaved(m.run_id, m.progress.step, state))
+                m.finish("cancelled")
+        self.drop(stopped)
+
+    def launch(self, step: int) -> None:
+        """Run one training step for every run; its values are read back by ``flush``."""
+        spec = self.spec
+        if not self.pending:
+            self.window_t = time.perf_counter()
+        n = len(self.train_tokens) - spec.block_size
+        offsets = torch.stack(
+            [torch.randint(n, (spec.batch_size,), generator=m.batches) for m in self.members]
+        )
+        if self.cuda:
+            offsets = offsets.pin_memory().to(self.device, non_blocking=True)
+        scalars = self.scalars[step - self.start - 1]
+        if self.use_graphs and self.graph is None and self.eager_steps >= GRAPH_WARMUP:
+            self.graph, values = _StepGraph.capture(self, offsets, scalars)
+            self.use_graphs = self.graph is not None
+        elif self.graph is not None:
+            values = self.graph.replay(offsets, scalars)
+        elif self.use_graphs:  # warm-up before capture, on a side stream as PyTorch advises
+            side = torch.cuda.Stream(device=self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                values = self.step_values(offsets, scalars)
+            torch.cuda.synchronize(self.device)
+            self.eager_steps += 1
+        else:
+            values = self.step_values(offsets, scalars)
+        self.pending.append(_Logged(step, values, list(self.members)))
+
+    def step_values(self, offsets: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        """Forward, backward, clip and update all runs; (3, R): loss, grad norm, embed norm."""
+        idx = offsets[:, :, None] + self.arange  # (R, B, T) window positions
+        x, y = self.train_tokens[idx], self.train_tokens[idx + 1]
+        with self.step_autocast:
+            _, loss = self.model(x, y)
+        params = self.model.params  # norm gains no run of the group uses get no gradient
+        grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        with torch.no_grad():
+            grad, norm = grad_norms(grads, self.model.n_runs)
+            if self.clipping:
+                clip_(grad, norm, self.optimizer.hyper[:, 5])
+            ok = self.alive & torch.isfinite(loss) & torch.isfinite(norm)
+            self.optimizer.step(grad, scalars, ok)
+            self.alive.copy_(ok)
+            return torch.stack([loss.detach().float(), norm, self.model.last_embed_norm])
+
+    def flush(self) -> None:
+        """Read back the launched steps (one synchronization), report them, end diverged runs."""
+        if not self.pending:
+            return
+        values = torch.stack([p.values for p in self.pending]).cpu().tolist()
+        now = time.perf_counter()
+        dt = (now - self.window_t) / len(self.pending)
+        tokens_per_step = self.spec.batch_size * self.spec.block_size
+        diverged: list[_Member] = []
+        for i, (logged, (losses, norms, embeds)) in enumerate(
+            zip(self.pending, values, strict=True)
+        ):
+            t = self.window_t + dt * (i + 1)
+            for r, m in enumerate(logged.members):
+                if m.result_value is not None:
+                    continue  # diverged earlier in this window
+                step, loss, norm = logged.step, losses[r], norms[r]
+                m.progress.step, m.progress.grad_norm = step, norm
+                self.emit(
+                    StepLogged(
+                        m.run_id, step, step * tokens_per_step, loss, norm, embeds[r],
+                        lr_at(m.spec, step - 1), tokens_per_step / max(dt, 1e-9), m.elapsed(t),
+                    )
+                )
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    m.finish("diverged", error=f"non-finite loss or gradient at step {step}")
+                    diverged.append(m)
+        self.pending.clear()
+        self.drop(diverged)
+
+    # -- evaluation and checkpoints ----------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> list[dict[str, float]]:
+        """core.metrics.evaluate for every run, in batched forward passes over the same windows."""
+        R, vocab = self.model.n_runs, self.corpus.vocab_size
+        totals = [_Totals(vocab, self.val_tokens.device) for _ in range(R)]
+        for x, y in eval_batches(self.val_tokens, self.spec.block_size, EVAL_BATCH_SIZE):
+            with self.eval_autocast:
+                logits, _ = self.model(x.expand(R, *x.shape))
+            logits = logits.view(R, *x.shape, vocab)
+            embed = self.model.last_embed_norm
+            for r in range(R):
+                totals[r].add(logits[r], y, embed[r])
+        return [t.metrics() for t in totals]
+
+    def log_eval(self) -> list[dict[str, float]]:
+        all_metrics = self.evaluate()
+        for m, metrics in zip(self.members, all_metrics, strict=True):
+            p, loss = m.progress, metrics["val_loss"]
+            p.best_val_loss = loss if p.best_val_loss is None else min(p.best_val_loss, loss)
+            self.emit(
+                EvalLogged(
+                    m.run_id, p.step, p.step * self.spec.batch_size * self.spec.block_size,
+                    m.elapsed(), loss, metrics["val_bpc"], metrics["val_ppl"],
+                )
+            )
+        return all_metrics
+
+    def states(self) -> list[dict[str, Any]]:
+        """Every run's engine-format checkpoint, from one copy of the group's buffers."""
+        rows = self.model.flat.detach().cpu()
+        m, v = self.optimizer.exp_avg.cpu(), self.optimizer.exp_avg_sq.cpu()
+        return [
+            member.state(rows[r], m[r], v[r], self.layout, self.start)
+            for r, member in enumerate(self.members)
+        ]
+
+
+class _StepGraph:
+    """The training step captured in a CUDA graph, with static inputs and output."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, offsets, scalars, values):
+        self.graph, self.offsets, self.scalars, self.values = graph, offsets, scalars, values
+
+    def replay(self, offsets: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        self.offsets.copy_(offsets, non_blocking=True)
+        self.scalars.copy_(scalars, non_blocking=True)
+        self.graph.replay()
+        return self.values.clone()
+
+    @classmethod
+    def capture(
+        cls, group: _Group, offsets: torch.Tensor, scalars: torch.Tensor
+    ) -> tuple[_StepGraph | None, torch.Tensor]:
+        """Capture, then check one replay against the eager step from the same state.
+
+        Returns (graph, this step's values), or (None, eager values) when capture fails or
+        disagrees, after which the group stays eager.
+        """
+        buffers = [group.model.flat, group.optimizer.exp_avg, group.optimizer.exp_avg_sq,
+                   group.alive]
+        before = [b.clone() for b in buffers]
+        try:
+            torch.cuda.synchronize()
+            static_off, static_scal = offsets.clone(), scalars.clone()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                values = group.step_values(static_off, static_scal)
+            eager = group.step_values(offsets, scalars)
+            after = [b.clone() for b in buffers]
+            for b, saved in zip(buffers, before, strict=True):
+                b.copy_(saved)
+            graph.replay()
+            step = after[0] - before[0]
+            err = torch.linalg.vector_norm(buffers[0] - after[0]) / torch.linalg.vector_norm(step)
+            if not (torch.allclose(values, eager, rtol=1e-3, atol=1e-6) and err < 1e-3):
+                raise RuntimeError(f"graph replay differs from the eager step ({err.item():.2e})")
+            return cls(graph, static_off, static_scal, values), values.clone()
+        except Exception:
+            for b, saved in zip(buffers, before, strict=True):
+                b.copy_(saved)
+            return None, group.step_values(offsets, scalars)

@@ -1,0 +1,82 @@
+"""Executors train a batch of jobs and report every engine event through ``emit``.
+
+An executor never writes session files: the runner does, from the events it is given. The
+local executor trains one run after another in the calling thread; a grouped executor (many
+runs in one process) or a Ray executor (runs on a cluster) plug in behind the same interface.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.events import RunFinished, RunResult
+from core.spec import RunSpec
+
+Emit = Callable[[object], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: str
+    spec: RunSpec
+    resume: dict[str, Any] | None = None  # the engine state to continue from
+
+
+class Executor(Protocol):
+    capacity: int  # how many jobs one execute() call takes
+
+    def execute(
+        self, jobs: list[Job], corpus: Any, emit: Emit, stops: dict[str, threading.Event]
+    ) -> None:
+        """Train ``jobs``, calling ``emit`` with each event; a set stop cancels its run."""
+
+
+class LocalExecutor:
+    """Trains in the calling thread, one run at a time."""
+
+    capacity = 1
+
+    def execute(
+        self, jobs: list[Job], corpus: Any, emit: Emit, stops: dict[str, threading.Event]
+    ) -> None:
+        from core.engine import train
+
+        for job in jobs:
+            stop = stops[job.run_id]
+            if stop.is_set():
+                continue  # cancelled before it started: left as it was
+            try:
+                train(job.spec, corpus, emit, stop, run_id=job.run_id, resume=job.resume)
+            except Exception:  # the engine reports its own failures; this is a last resort
+                emit(failed(job.run_id, job.spec, traceback.format_exc()))
+
+
+def failed(run_id: str, spec: RunSpec, trace: str, step: int = 0) -> RunFinished:
+    """The RunFinished of a run that raised outside the engine's own error handling."""
+    lines = [line for line in trace.strip().splitlines() if line.strip()]
+    result = RunResult(
+        run_id=run_id,
+        status="failed",
+        step=step,
+        tokens=step * spec.batch_size * spec.block_size,
+        n_params=0,
+        device=spec.device,
+        wall_s=0.0,
+        error=lines[-1] if lines else "failed",
+    )
+    return RunFinished(run_id, result, traceback=trace)
+
+
+def make_executor(name: str = "local", *, group: bool | None = None) -> Executor:
+    """The executor called ``name``; ``group`` (None = auto) is for the grouped executor."""
+    from sessions.store import SessionError
+
+    if name == "local":
+        return LocalExecutor()  # grouping comes with the grouped engine
+    if name == "ray":
+        raise SessionError("the ray executor is not available yet: use --executor local")
+    raise SessionError(f"unknown executor {name!r}: choose local or ray")

@@ -1,0 +1,159 @@
+"""Snapshot tests of the console (pytest-textual-snapshot). No training here: the scenes come
+from a session folder written from synthetic engine events, so every pixel is deterministic.
+
+Regenerate after a deliberate change: pytest --snapshot-update tests/test_app_snapshots.py
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from core import events as ev
+from core.spec import RunSpec, Study
+
+TINY = RunSpec(
+    n_layer=2,
+    n_embd=32,
+    n_head=4,
+    block_size=32,
+    batch_size=8,
+    iters=40,
+    eval_interval=20,
+    checkpoint_interval=0,
+    device="cpu",
+)
+DATA_LABEL = "input.txt (86c4e6aa)"
+
+
+def _loss(variant: str, seed: int, step: int) -> float:
+    offset = {"none": 0.25, "layernorm": 0.0, "rmsnorm": 0.05}[variant]
+    return 1.6 + offset + 2.6 * math.exp(-step / 12) + 0.08 * math.sin(step * (seed + 2))
+
+
+def feed(session, run_id: str, spec: RunSpec, steps: int, end: str | None) -> None:
+    """Record a run's events as the engine would emit them (deterministic numbers)."""
+    session.record(ev.RunStarted(run_id, spec, "cpu", "CPU", 26_000))
+    norm = 0.4 if spec.variant == "none" else math.sqrt(spec.n_embd)
+    for s in range(1, steps + 1):
+        loss = _loss(spec.variant, spec.seed, s)
+        grad = 1.5 / (1 + s / 8) + 0.1 * math.cos(s)
+        session.record(ev.StepLogged(run_id, s, s * 256, loss, grad, norm, 3e-4, 5000.0, s * 0.05))
+        if s % spec.eval_interval == 0:
+            val = loss + 0.05
+            session.record(
+                ev.EvalLogged(run_id, s, s * 256, s * 0.05, val, val / math.log(2), math.exp(val))
+            )
+    if end is None:
+        return
+    val = _loss(spec.variant, spec.seed, steps) + 0.05
+    result = ev.RunResult(
+        run_id,
+        end,
+        steps,
+        steps * 256,
+        26_000,
+        "cpu",
+        steps * 0.05,
+        val_loss=val if end == "finished" else None,
+        val_ppl=math.exp(val) if end == "finished" else None,
+        accuracy=0.3 + 0.01 * spec.seed if end == "finished" else None,
+        embed_norm=norm if end == "finished" else None,
+        error="RuntimeError: out of memory" if end == "failed" else None,
+    )
+    trace = "Traceback (most recent call last):\n  ...\nRuntimeError: out of memory\n"
+    session.record(ev.RunFinished(run_id, result, trace if end == "failed" else None))
+
+
+def demo_session(root):
+    """A closed session: 8 finished runs, one failed at step 10, one interrupted at step 15."""
+    from sessions.store import Session
+
+    study = Study(base=TINY, grid={"variant": ("none", "layernorm", "rmsnorm"), "seed": (0, 1, 2)})
+    session = Session.create(root, study, name="demo")
+    for record in session.runs():
+        if record.run_id.endswith("rmsnorm-s2"):
+            feed(session, record.run_id, record.spec, 10, "failed")
+        elif record.run_id.endswith("layernorm-s2"):
+            feed(session, record.run_id, record.spec, 15, None)
+        else:
+            feed(session, record.run_id, record.spec, 40, "finished")
+    session.close()
+    return study
+
+
+def console(root, **kwargs):
+    from labtui.app import LabApp
+    from sessions.store import Session
+
+    demo_session(root)
+    session = Session.open(root, "demo", write=True)
+    return LabApp(
+        session=session, root=root, base_spec=TINY, device="cpu", data_label=DATA_LABEL, **kwargs
+    )
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    pilot.app.redraw()
+    await pilot.pause()
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "sessions"
+
+
+def test_main_screen_120x40(snap_compare, root):
+    """An opened session: queue, curves, gauge and results grid at 120x40."""
+    assert snap_compare(console(root), terminal_size=(120, 40), run_before=settle)
+
+
+def test_main_screen_80x24(snap_compare, root):
+    """At 80x24 the panes collapse: narrower queue, one plot, shorter grid."""
+    assert snap_compare(console(root), terminal_size=(80, 24), run_before=settle)
+
+
+def test_too_small(snap_compare, root):
+    """Below 80x24 the console says so instead of drawing broken panes."""
+    assert snap_compare(console(root), terminal_size=(70, 20), run_before=settle)
+
+
+def test_grouped_log_smooth(snap_compare, root):
+    """g, l, m: one line per variant with its band, log scale, smoothing."""
+
+    async def keys(pilot):
+        await pilot.press("g", "l", "m")
+        await settle(pilot)
+
+    assert snap_compare(console(root), terminal_size=(120, 40), run_before=keys)
+
+
+def test_new_run_form_error(snap_compare, tmp_path):
+    """The new-run form (at 80x24) shows a bad seed in red, and stays open."""
+    from labtui.app import LabApp
+
+    async def keys(pilot):
+        await pilot.press("n")
+        await pilot.pause()
+        seed = pilot.app.screen.query_one("#seed")
+        seed.value = "two"
+        seed.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+
+    app = LabApp(
+        root=tmp_path, base_spec=TINY, device="cpu", session_name="demo", data_label=DATA_LABEL
+    )
+    assert snap_compare(app, terminal_size=(80, 24), run_before=keys)
+
+
+def test_help(snap_compare, tmp_path):
+    """? lists every key with a sentence."""
+    from labtui.app import LabApp
+
+    app = LabApp(
+        root=tmp_path, base_spec=TINY, device="cpu", session_name="demo", data_label=DATA_LABEL
+    )
+    assert snap_compare(app, terminal_size=(120, 40), press=["question_mark"])
