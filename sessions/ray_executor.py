@@ -10,6 +10,7 @@ already on the driver, and ``labtui run --resume`` continues them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -145,7 +146,8 @@ class RayExecutor:
                 self._forward_stops(tasks, stops, board, everything=sink.error is not None)
                 readers[0].join(WATCH_S)
         finally:
-            ray.kill(board)
+            with contextlib.suppress(Exception):  # the cluster may be gone with the board
+                ray.kill(board)
         if sink.error is not None:
             raise sink.error
 

@@ -210,3 +210,33 @@ def test_grouped_tasks_train_runs_together(tmp_path, corpus, one_thread):
         alone = train(session.spec(run_id), corpus)
         assert row["status"] == "finished"
         assert row["val_loss"] == pytest.approx(alone.val_loss, rel=1e-5)
+
+
+def test_labtui_run_executor_ray(tmp_path, corpus_path):
+    """`labtui run --executor ray` end to end (joins this module's Ray instance)."""
+    from typer.testing import CliRunner
+
+    from labtui.cli import app
+    from sessions.executors import make_executor
+
+    try:
+        make_executor("ray", gpus_per_run=None)
+    except (TypeError, SessionError):
+        pytest.skip("make_executor('ray', ...) is not wired to RayExecutor yet")
+    root = tmp_path / "root"
+    args = [
+        "run", "--executor", "ray", "--layers", "2", "--width", "32", "--heads", "4",
+        "--context", "32", "--batch", "8", "--iters", "12", "--variants", "none,rmsnorm",
+        "--seeds", "0", "--eval-interval", "0", "--device", "cpu", "--data", str(corpus_path),
+        "--root", str(root), "--session", "cli",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "r001-rmsnorm-s0 finished" in result.output
+    with Session.open(root, "cli") as session:
+        assert set(statuses(session).values()) == {"finished"}
+        assert_complete(session.path)
+    bad = CliRunner().invoke(app, [*args[:3], "--gpus-per-run", "0.5", *args[3:-1], "cli2"])
+    assert bad.exit_code == 2
+    assert "labtui: error: --gpus-per-run 0.5: the Ray cluster has no GPUs" in bad.output
+    assert not (root / "cli2").exists()
