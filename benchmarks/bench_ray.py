@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import tempfile
 import time
@@ -33,6 +32,9 @@ def main() -> None:
     parser.add_argument("--gpus-per-run", type=float, default=None)
     parser.add_argument("--data", default=None, help="corpus text (else the usual resolution)")
     parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument("--ray-first", action="store_true", help="measure Ray before local")
+    parser.add_argument("--local-threads", type=int, default=None, help="torch threads, local")
+    parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args()
 
     corpus = load_corpus(args.data)
@@ -44,17 +46,21 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="bench-ray-")
     rows = {}
 
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    t0 = time.perf_counter()
     executor = RayExecutor(gpus_per_run=args.gpus_per_run)
-    executor.connect()
-    ray_start = time.perf_counter() - t0
-    print(json.dumps({"ray_start_s": round(ray_start, 2), "cluster": executor.describe()}))
-    logging.getLogger("ray").setLevel(logging.ERROR)
+    if not args.skip_ray:
+        t0 = time.perf_counter()
+        executor.connect()
+        ray_start = time.perf_counter() - t0
+        print(json.dumps({"ray_start_s": round(ray_start, 2), "cluster": executor.describe()}))
 
-    for name in ("ray",) if args.skip_local else ("local", "ray"):
+    order = ("ray", "local") if args.ray_first else ("local", "ray")
+    if args.local_threads:
+        import torch
+
+        torch.set_num_threads(args.local_threads)
+    for name in order:
+        if (name == "local" and args.skip_local) or (name == "ray" and args.skip_ray):
+            continue
         started: list[float] = []
         with Session.create(root, Study(base=specs[0], grid={}), name=name) as session:
             session.add_runs(specs[1:])  # the study's one run, then the others
@@ -73,6 +79,7 @@ def main() -> None:
             results = session.results()
         rows[name] = {
             "executor": name,
+            "local_threads": args.local_threads if name == "local" else None,
             "runs": len(specs),
             "iters": args.iters,
             "wall_s": round(wall, 2),
@@ -80,12 +87,16 @@ def main() -> None:
             "mean_run_wall_s": round(float(results["wall_s"].mean()), 2),
             "statuses": results["status"].value_counts().to_dict(),
             "val_loss": [round(v, 6) for v in results["val_loss"]],
+            "load_avg_1m": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(rows[name]))
-    if "local" in rows:
+    if len(rows) == 2:
         speedup = rows["local"]["wall_s"] / rows["ray"]["wall_s"]
         print(json.dumps({"ray_speedup": round(speedup, 2)}))
-    ray.shutdown()
+    if not args.skip_ray:
+        import ray
+
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -193,8 +193,9 @@ class _Member:
     def elapsed(self, now: float | None = None) -> float:
         return self.base_s + (now if now is not None else time.perf_counter()) - self.t0
 
-    def state(self, row: torch.Tensor, m: torch.Tensor, v: torch.Tensor, layout: Layout,
-              group_start: int) -> dict[str, Any]:
+    def state(
+        self, row: torch.Tensor, m: torch.Tensor, v: torch.Tensor, layout: Layout, group_start: int
+    ) -> dict[str, Any]:
         """The engine's checkpoint format, from this run's rows of the group's CPU buffers."""
         variant, p = self.spec.variant, self.progress
         weights = layout.tensors(row, variant)
@@ -291,9 +292,8 @@ class _Group:
         self.train_tokens = self.corpus.tensor("train", device)
         self.val_tokens = self.corpus.tensor("val", device)
         if len(self.train_tokens) <= spec.block_size:
-            raise ValueError(
-                f"split has {len(self.train_tokens)} tokens; block_size {spec.block_size} needs more"
-            )
+            n = len(self.train_tokens)
+            raise ValueError(f"split has {n} tokens; block_size {spec.block_size} needs more")
         self.layout = Layout.of(self.members[0].template)
         rows, ms, vs, hyper = [], [], [], []
         for m in self.members:
@@ -305,17 +305,19 @@ class _Group:
             else:
                 ms.append(torch.zeros(self.layout.size))
                 vs.append(torch.zeros(self.layout.size))
-            s = m.spec
-            hyper.append([s.beta1, s.beta2, s.eps, s.weight_decay,
-                          float(s.decay_position_embedding), s.grad_clip])
+            hyper.append(_hyper(m.spec))
             m.template = None  # the rows hold the weights now
         self.model = GroupedGPT(
-            self.layout, torch.stack(rows).to(device), [m.spec.variant for m in self.members],
+            self.layout,
+            torch.stack(rows).to(device),
+            [m.spec.variant for m in self.members],
             spec.n_head,
         )
         self.optimizer = GroupedAdamW(
-            self.model, torch.tensor(hyper, dtype=torch.float32),
-            torch.stack(ms).to(device), torch.stack(vs).to(device),
+            self.model,
+            torch.tensor(hyper, dtype=torch.float32),
+            torch.stack(ms).to(device),
+            torch.stack(vs).to(device),
         )
         self.clipping = any(m.spec.grad_clip > 0 for m in self.members)
         self.alive = torch.ones(len(self.members), dtype=torch.bool, device=device)
@@ -361,8 +363,14 @@ class _Group:
             for m in self.members:
                 m.t0 = now
                 self.emit(
-                    RunStarted(m.run_id, m.spec, self.device, device_name(self.device),
-                               m.n_params, start_step=m.progress.step)
+                    RunStarted(
+                        m.run_id,
+                        m.spec,
+                        self.device,
+                        device_name(self.device),
+                        m.n_params,
+                        start_step=m.progress.step,
+                    )
                 )
             self.loop()
         except Exception as err:  # the group's failure is each remaining run's failure
@@ -380,7 +388,8 @@ class _Group:
             self.launch(step)
             at_eval = step < spec.iters and spec.eval_interval and step % spec.eval_interval == 0
             at_ckpt = (
-                step < spec.iters and spec.checkpoint_interval
+                step < spec.iters
+                and spec.checkpoint_interval
                 and step % spec.checkpoint_interval == 0
             )
             if at_eval or at_ckpt or len(self.pending) >= self.log_every:
@@ -447,7 +456,9 @@ class _Group:
             _, loss = self.model(x, y)
         params = self.model.params  # norm gains no run of the group uses get no gradient
         grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        grads = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+        ]
         with torch.no_grad():
             grad, norm = grad_norms(grads, self.model.n_runs)
             if self.clipping:
@@ -477,8 +488,15 @@ class _Group:
                 m.progress.step, m.progress.grad_norm = step, norm
                 self.emit(
                     StepLogged(
-                        m.run_id, step, step * tokens_per_step, loss, norm, embeds[r],
-                        lr_at(m.spec, step - 1), tokens_per_step / max(dt, 1e-9), m.elapsed(t),
+                        m.run_id,
+                        step,
+                        step * tokens_per_step,
+                        loss,
+                        norm,
+                        embeds[r],
+                        lr_at(m.spec, step - 1),
+                        tokens_per_step / max(dt, 1e-9),
+                        m.elapsed(t),
                     )
                 )
                 if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -510,8 +528,13 @@ class _Group:
             p.best_val_loss = loss if p.best_val_loss is None else min(p.best_val_loss, loss)
             self.emit(
                 EvalLogged(
-                    m.run_id, p.step, p.step * self.spec.batch_size * self.spec.block_size,
-                    m.elapsed(), loss, metrics["val_bpc"], metrics["val_ppl"],
+                    m.run_id,
+                    p.step,
+                    p.step * self.spec.batch_size * self.spec.block_size,
+                    m.elapsed(),
+                    loss,
+                    metrics["val_bpc"],
+                    metrics["val_ppl"],
                 )
             )
         return all_metrics
@@ -524,6 +547,12 @@ class _Group:
             member.state(rows[r], m[r], v[r], self.layout, self.start)
             for r, member in enumerate(self.members)
         ]
+
+
+def _hyper(s: RunSpec) -> list[float]:
+    """A run's constant AdamW settings, the columns of GroupedAdamW.hyper."""
+    return [s.beta1, s.beta2, s.eps, s.weight_decay, float(s.decay_position_embedding),
+            s.grad_clip]  # fmt: skip
 
 
 class _StepGraph:
@@ -547,11 +576,15 @@ class _StepGraph:
         Returns (graph, this step's values), or (None, eager values) when capture fails or
         disagrees, after which the group stays eager.
         """
-        buffers = [group.model.flat, group.optimizer.exp_avg, group.optimizer.exp_avg_sq,
-                   group.alive]
+        buffers = [
+            group.model.flat,
+            group.optimizer.exp_avg,
+            group.optimizer.exp_avg_sq,
+            group.alive,
+        ]
         before = [b.clone() for b in buffers]
         try:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(group.device)
             static_off, static_scal = offsets.clone(), scalars.clone()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):

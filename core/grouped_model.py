@@ -200,8 +200,9 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Per-run nn.LayerNorm over the last dimension: x (R, N, C), weight and bias (R, C)."""
-    return torch.addcmul(bias[:, None, :], F.layer_norm(x, x.shape[-1:], eps=NORM_EPS),
-                         weight[:, None, :])
+    return torch.addcmul(
+        bias[:, None, :], F.layer_norm(x, x.shape[-1:], eps=NORM_EPS), weight[:, None, :]
+    )
 
 
 class GroupedAdamW:

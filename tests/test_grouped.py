@@ -25,8 +25,14 @@ SPECS = {
     "none-s1": BASE.replace(variant="none", seed=1, lr=1e-3),
     "ln-s1": BASE.replace(variant="layernorm", seed=1),
     "rms-s1": BASE.replace(
-        variant="rmsnorm", seed=1, grad_clip=0.5, schedule="cosine", warmup_iters=5,
-        decay_position_embedding=True, beta2=0.99, weight_decay=0.1,
+        variant="rmsnorm",
+        seed=1,
+        grad_clip=0.5,
+        schedule="cosine",
+        warmup_iters=5,
+        decay_position_embedding=True,
+        beta2=0.99,
+        weight_decay=0.1,
     ),
 }
 METRICS = (
@@ -120,8 +126,9 @@ def test_group_checkpoints_have_the_engine_format(sequential, grouped):
         for i, st in ob["state"].items():
             assert set(oa["state"][i]) == set(st)
             assert oa["state"][i]["step"] == st["step"]
-            torch.testing.assert_close(oa["state"][i]["exp_avg"], st["exp_avg"], rtol=1e-3,
-                                       atol=1e-6)
+            torch.testing.assert_close(
+                oa["state"][i]["exp_avg"], st["exp_avg"], rtol=1e-3, atol=1e-6
+            )
         assert torch.equal(a["rng_batches"], b["rng_batches"])
         assert torch.equal(a["rng_torch"], b["rng_torch"])
         assert a["step"] == b["step"] and a["spec"] == b["spec"]
@@ -141,7 +148,10 @@ def test_cancelling_one_run_leaves_the_others_and_resumes_sequentially(corpus, s
     results = train_group([(rid, SPECS[rid], None) for rid in ids], corpus, on_event, stops)
     by_id = {r.run_id: r for r in results}
     assert by_id["ln-s0"].status == "cancelled" and by_id["ln-s0"].step == 7
-    assert rec.outline("ln-s0")[-2:] == [("CheckpointSaved", (7, False)), ("RunFinished", "cancelled")]
+    assert rec.outline("ln-s0")[-2:] == [
+        ("CheckpointSaved", (7, False)),
+        ("RunFinished", "cancelled"),
+    ]
     for rid in ("none-s0", "rms-s0"):
         assert_same_run(by_id[rid], seq[rid])
 
@@ -213,3 +223,20 @@ def test_a_bad_checkpoint_fails_only_its_run(corpus):
     assert results[0].status == "failed" and "different run spec" in results[0].error
     assert rec.of("bad", RunFinished)[0].traceback
     assert results[1].status == "finished"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("graphs", ["1", "0"])
+def test_group_on_cuda_matches_the_engine_on_cuda(corpus, monkeypatch, graphs):
+    """fp32 on the GPU: the CUDA graph (or eager) grouped step against the engine there."""
+    monkeypatch.setenv("LABTUI_CUDA_GRAPHS", graphs)
+    specs = {
+        rid: SPECS[rid].replace(device="cuda", iters=40) for rid in ("none-s0", "ln-s0", "rms-s1")
+    }
+    seq = {rid: train(spec, corpus, run_id=rid) for rid, spec in specs.items()}
+    rec = Recorder()
+    results = train_group([(rid, spec, None) for rid, spec in specs.items()], corpus, rec)
+    for result in results:
+        assert_same_run(result, seq[result.run_id], rel=1e-3)
+        assert rec.outline(result.run_id)[-1] == ("RunFinished", "finished")
+        assert [e.step for e in rec.of(result.run_id, StepLogged)] == list(range(1, 41))

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -105,13 +106,17 @@ def test_cancel_one_run_mid_way(tmp_path, corpus):
     study = Study(base=tiny(eval_interval=0), grid={"iters": (3000, 20)})
     executor = RayExecutor()
     asked_at: dict[str, int] = {}
+    clock: dict[str, float] = {}
     with Session.create(tmp_path, study, name="cancel") as session:
         long, short = session.run_ids()
 
         def on_event(event):
             if isinstance(event, StepLogged) and event.run_id == long and event.step == 5:
                 asked_at[long] = event.step
+                clock["asked"] = time.monotonic()
                 runner.cancel(long)
+            if isinstance(event, RunFinished) and event.run_id == long:
+                clock["ended"] = time.monotonic()
 
         runner = runner_for(session, corpus, executor, on_event)
         runner.run()
@@ -119,6 +124,7 @@ def test_cancel_one_run_mid_way(tmp_path, corpus):
         assert records[long].status == "cancelled"
         assert records[short].status == "finished"
         assert asked_at[long] == 5 < records[long].step < 3000
+        assert clock["ended"] - clock["asked"] < 10  # a poll or two (0.35 s) and a step, when idle
         state = session.load_checkpoint(long, final=False)
         assert state["step"] == records[long].step  # saved where it stopped
         assert_complete(session.path)
