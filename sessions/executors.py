@@ -71,12 +71,25 @@ def failed(run_id: str, spec: RunSpec, trace: str, step: int = 0) -> RunFinished
     return RunFinished(run_id, result, traceback=trace)
 
 
-def make_executor(name: str = "local", *, group: bool | None = None) -> Executor:
-    """The executor called ``name``; ``group`` (None = auto) is for the grouped executor."""
+def make_executor(
+    name: str = "local",
+    *,
+    group: bool | None = None,
+    address: str | None = None,
+    gpus_per_run: float | None = None,
+) -> Executor:
+    """The executor called ``name``; ``group`` (None = auto) is for the grouped executor.
+
+    ``address`` and ``gpus_per_run`` are the ray executor's (see sessions.ray_executor).
+    """
     from sessions.store import SessionError
 
+    if name != "ray" and (address is not None or gpus_per_run is not None):
+        raise SessionError("--address and --gpus-per-run go with --executor ray")
     if name == "local":
         return LocalExecutor()  # grouping comes with the grouped engine
     if name == "ray":
-        raise SessionError("the ray executor is not available yet: use --executor local")
+        from sessions.ray_executor import RayExecutor  # ray itself is imported on connect()
+
+        return RayExecutor(address, gpus_per_run=gpus_per_run, group=group)
     raise SessionError(f"unknown executor {name!r}: choose local or ray")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.events import RunFinished, RunStarted
-from sessions.executors import Job, failed, make_executor
+from sessions.executors import Executor, Job, failed, make_executor
 from sessions.store import Session, SessionError
 
 TODO = ("pending", "interrupted", "cancelled")
@@ -25,7 +25,7 @@ class StudyRunner:
         *,
         on_event: Callable[[object], None] | None = None,
         group: bool | None = None,
-        executor: str = "local",
+        executor: str | Executor = "local",
         device: str | None = None,
     ):
         self.session = session
@@ -33,7 +33,9 @@ class StudyRunner:
         self.on_event = on_event
         self.group = group
         self.device = device  # overrides the specs' device (it does not change the numbers)
-        self.executor = make_executor(executor, group=group)
+        if isinstance(executor, str):
+            executor = make_executor(executor, group=group)
+        self.executor = executor
         self._mutex = threading.RLock()  # cancel_all may come from a signal handler
         self._queue: deque[str] = deque()
         self._stops: dict[str, threading.Event] = {}

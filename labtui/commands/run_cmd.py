@@ -193,7 +193,11 @@ def run(
     if retry_failed and resume is None:
         fail("--retry-failed needs --resume SESSION")
     try:
-        make_executor(executor, group=group)
+        the_executor = make_executor(
+            executor, group=group, address=address, gpus_per_run=gpus_per_run
+        )
+        if executor == "ray":
+            the_executor.connect()  # start or join Ray now: a bad address is one clear line
     except SessionError as err:
         fail(str(err))
     if resume is None:
@@ -235,7 +239,9 @@ def run(
     except SessionError as err:
         fail(str(err))
     try:
-        _run_queue(the_session, corpus, retry_failed, group, executor, device if resume else None)
+        _run_queue(
+            the_session, corpus, retry_failed, group, the_executor, device if resume else None
+        )
     finally:
         the_session.close()
 
@@ -300,12 +306,21 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
     if cancelled.is_set():
         print(f"cancelled: resume with `labtui run --resume {session.name}`", file=sys.stderr)
         raise typer.Exit(130)
+    lost = [r for r, status in progress.ended.items() if status == "interrupted"]
+    if lost:  # a Ray worker or node died under these runs; their checkpoints are here
+        print(
+            f"labtui: {len(lost)} run(s) interrupted, see {session.path}/runs/{lost[0]}/error.txt;"
+            f" resume with `labtui run --resume {session.name}`",
+            file=sys.stderr,
+        )
     failed = [r for r, status in progress.ended.items() if status == "failed"]
     if failed:
         print(
             f"labtui: {len(failed)} run(s) failed, see {session.path}/runs/{failed[0]}/error.txt",
             file=sys.stderr,
         )
+        raise typer.Exit(1)
+    if lost:
         raise typer.Exit(1)
 
 
