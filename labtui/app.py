@@ -8,6 +8,7 @@ on; the worker turns it into a message (labtui.messages) and the app applies it 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -59,6 +60,8 @@ class LabApp(App[None]):
         session_name: str | None = None,
         data_label: str | None = None,
         device_label: str | None = None,
+        executor=None,
+        executor_label: str | None = None,
     ) -> None:
         super().__init__()
         self.corpus = corpus
@@ -70,14 +73,16 @@ class LabApp(App[None]):
         self.session_name = session_name
         self.data_label = data_label or _data_label(corpus)
         self.device_label = device_label or _device_label(device)
+        self.executor = executor  # None: the runner's default executor
+        self.executor_label = executor_label  # e.g. "ray: 2 nodes, 64 CPUs, 8 GPUs"
         self.views: dict[str, RunView] = {}
         self.opts = PlotOptions()
         self.selected: str | None = None
         self.runner = None
         self._queue: deque[str] = deque()  # run ids waiting for the worker, in order
-        self._lock = threading.Lock()  # guards _queue, _worker_live and _current
+        self._lock = threading.Lock()  # guards _queue, _worker_live and _handed
         self._worker_live = False
-        self._current: str | None = None  # handed to the runner right now
+        self._handed: set[str] = set()  # handed to the runner and not finished yet
         self._dirty_rows: set[str] = set()
         self._dirty_plots = False
         self._plotted_at = 0.0
@@ -136,6 +141,8 @@ class LabApp(App[None]):
             if self.selected is None or self.views[self.selected].status != "running":
                 self.main_screen.query_one(RunQueue).select(view.run_id)
         elif isinstance(message, msg.RunFinished):
+            with self._lock:
+                self._handed.discard(view.run_id)
             self._dirty_results = True
             if view.status == "failed":
                 error = message.event.result.error or "see the traceback"
@@ -164,7 +171,7 @@ class LabApp(App[None]):
         with self.batch_update():
             if self._dirty_rows:
                 queue = screen.query_one(RunQueue)
-                queued = set(self._queue)
+                queued = set(self._queue) | self._handed
                 for run_id in list(self.views):
                     if run_id in self._dirty_rows:
                         queue.show_run(self.views[run_id], run_id in queued)
@@ -196,7 +203,7 @@ class LabApp(App[None]):
         self.main_screen.query_one(LabHeader).show(
             HeaderInfo(
                 session=self.session.name if self.session else (self.session_name or "new"),
-                device=self.device_label,
+                device=" · ".join(filter(None, [self.device_label, self.executor_label])),
                 gpu_mem_mib=_gpu_mem_mib(self.device_label),
                 data=self.data_label,
                 done=done,
@@ -215,7 +222,7 @@ class LabApp(App[None]):
             return None
         pace = steps / max(1e-6, time.monotonic() - start)
         with self._lock:
-            todo = set(self._queue) | ({self._current} if self._current else set())
+            todo = set(self._queue) | self._handed
         left = sum(
             v.spec.iters - min(v.step, v.spec.iters) for k, v in self.views.items() if k in todo
         )
@@ -236,11 +243,12 @@ class LabApp(App[None]):
             self.runner = StudyRunner(
                 self.session,
                 self.corpus,
+                executor=self.executor or "local",
                 on_event=self.post_event,
                 device=None if self.device == "auto" else self.device,
             )
         with self._lock:
-            new = [r for r in run_ids if r not in self._queue and r != self._current]
+            new = [r for r in run_ids if r not in self._queue and r not in self._handed]
             self._queue.extend(new)
             start = bool(new) and not self._worker_live
             if start:
@@ -252,18 +260,22 @@ class LabApp(App[None]):
         self.redraw()
         return len(new)
 
-    def _next_run(self) -> str | None:
+    def _next_batch(self) -> list[str]:
+        """Everything queued, handed to the runner at once (a grouped or Ray executor trains
+        several runs together; the local one goes through them in order)."""
         with self._lock:
-            self._current = self._queue.popleft() if self._queue else None
-            if self._current is None:
+            self._handed = set(self._queue)
+            batch = list(self._queue)
+            self._queue.clear()
+            if not batch:
                 self._worker_live = False
-            return self._current
+            return batch
 
     @work(thread=True, exclusive=True, group="training", exit_on_error=False)
     def train(self) -> None:
-        """Train queued runs one after another until the queue is empty or cancelled."""
-        while (run_id := self._next_run()) is not None:
-            self.runner.run([run_id], retry_failed=True)
+        """Train queued runs until the queue is empty or cancelled."""
+        while batch := self._next_batch():
+            self.runner.run(batch, retry_failed=True)
         self.post_message(msg.QueueDrained())
 
     @on(msg.QueueDrained)
@@ -281,7 +293,7 @@ class LabApp(App[None]):
         with self._lock:
             self._queue.clear()
             self._worker_live = False
-            self._current = None
+            self._handed = set()
         self.notify(f"training stopped: {event.worker.error}", severity="error", timeout=15)
         self._dirty_rows.update(self.views)
         if self._quitting:
@@ -358,7 +370,7 @@ class LabApp(App[None]):
             queued = run_id in self._queue
             if queued:
                 self._queue.remove(run_id)
-            current = run_id == self._current
+            current = run_id in self._handed
         if current and self.runner is not None:
             self.runner.cancel(run_id)
             self.notify(f"cancelling {run_id} (resumable with r)")
@@ -511,28 +523,57 @@ def _gpu_mem_mib(device_label: str) -> float | None:
     return torch.cuda.memory_allocated() / 2**20
 
 
-def run_console(data=None, session=None, root=None, device: str = "auto") -> None:
+def run_console(
+    data=None,
+    session=None,
+    root=None,
+    device: str = "auto",
+    executor: str = "local",
+    address: str | None = None,
+    gpus_per_run: float | None = None,
+    group: bool | None = None,
+) -> None:
     """Load the corpus and the session, then run the console. Bad input: one line, exit 2."""
     from core.spec import SpecError
     from data import DataError, load_corpus
     from labtui.errors import fail
+    from sessions.executors import make_executor
     from sessions.store import Session, SessionError
 
     try:
         base = RunSpec(device=device)
-    except SpecError as err:
+        the_executor = make_executor(
+            executor, group=group, address=address, gpus_per_run=gpus_per_run
+        )
+    except (SpecError, SessionError) as err:
         fail(str(err))
     try:
         corpus = load_corpus(data, progress=True)
     except DataError as err:
         fail(str(err))
+    executor_label = None
+    if executor == "ray":
+        print("starting Ray…", file=sys.stderr)
+        try:
+            the_executor.connect()
+        except SessionError as err:
+            fail(str(err))
+        executor_label = the_executor.describe()
     opened = None
     if session is not None:
         try:
             opened = Session.open(root, session, write=True)
         except SessionError as err:
             fail(str(err))
-    app = LabApp(corpus=corpus, session=opened, root=root, base_spec=base, device=device)
+    app = LabApp(
+        corpus=corpus,
+        session=opened,
+        root=root,
+        base_spec=base,
+        device=device,
+        executor=the_executor,
+        executor_label=executor_label,
+    )
     try:
         app.run()
     finally:

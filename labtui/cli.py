@@ -34,13 +34,33 @@ def console(
     device: Annotated[
         str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")
     ] = "auto",
+    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray: auto or HOST:PORT (else a local one).")
+    ] = None,
+    gpus_per_run: Annotated[
+        float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run, e.g. 0.25.")
+    ] = None,
+    group: Annotated[
+        bool | None,
+        typer.Option("--group/--no-group", help="Train runs as one batched model (default: auto)."),
+    ] = None,
 ) -> None:
     """Open the lab console when no subcommand is given."""
     if ctx.invoked_subcommand is not None:
         return
     from labtui.app import run_console  # Textual is imported only for the console
 
-    run_console(data=data, session=session, root=root, device=device)
+    run_console(
+        data=data,
+        session=session,
+        root=root,
+        device=device,
+        executor=executor,
+        address=address,
+        gpus_per_run=gpus_per_run,
+        group=group,
+    )
 
 
 app.command("run")(run_cmd.run)
