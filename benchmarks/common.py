@@ -128,7 +128,7 @@ class Timeline:
 def machine(device: str) -> dict:
     device = resolve_device(device)
     info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
         "platform": platform.platform(),

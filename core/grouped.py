@@ -55,7 +55,7 @@ from core.grouped_model import (
     grad_norms,
     no_cache_autocast,
 )
-from core.metrics import EVAL_BATCH_SIZE, _Totals
+from core.metrics import EVAL_BATCH_SIZE, Totals
 from core.spec import RunSpec
 from data import Corpus
 from data.batches import eval_batches
@@ -511,7 +511,7 @@ class _Group:
     def evaluate(self) -> list[dict[str, float]]:
         """core.metrics.evaluate for every run, in batched forward passes over the same windows."""
         R, vocab = self.model.n_runs, self.corpus.vocab_size
-        totals = [_Totals(vocab, self.val_tokens.device) for _ in range(R)]
+        totals = [Totals(vocab, self.val_tokens.device) for _ in range(R)]
         for x, y in eval_batches(self.val_tokens, self.spec.block_size, EVAL_BATCH_SIZE):
             with self.eval_autocast:
                 logits, _ = self.model(x.expand(R, *x.shape))

@@ -37,7 +37,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     vocab = model.config.vocab_size
-    totals = _Totals(vocab, tokens.device)
+    totals = Totals(vocab, tokens.device)
     for x, y in eval_batches(tokens, block_size, batch_size):
         with autocast or contextlib.nullcontext():
             logits, _ = model(x)
@@ -46,7 +46,7 @@ def evaluate(
     return totals.metrics()
 
 
-class _Totals:
+class Totals:
     """Sums over a pass, kept on the device so that the pass synchronizes once, at the end."""
 
     def __init__(self, vocab: int, device: torch.device):

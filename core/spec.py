@@ -224,10 +224,8 @@ class Study:
     @classmethod
     def from_toml(cls, text: str) -> Study:
         """Parse a study TOML file's text; raises SpecError with a one-line reason."""
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
+        import tomllib
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:

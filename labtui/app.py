@@ -318,7 +318,13 @@ class LabApp(App[None]):
                     self.root,
                     study,
                     name=self.session_name,
-                    provenance=collect(self.corpus, self.device),
+                    provenance=collect(
+                        self.corpus,
+                        self.device,
+                        precision=self.base.precision,
+                        executor="ray" if self.executor_label else "local",
+                        grouped=getattr(self.executor, "group", None),
+                    ),
                 )
                 ids = self.session.run_ids()
             else:
@@ -543,7 +549,7 @@ def run_console(
     try:
         base = RunSpec(device=device)
         the_executor = make_executor(
-            executor, group=group, address=address, gpus_per_run=gpus_per_run
+            executor, group=group, address=address, gpus_per_run=gpus_per_run, device=device
         )
     except (SpecError, SessionError) as err:
         fail(str(err))

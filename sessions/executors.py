@@ -36,15 +36,25 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Trains in the calling thread, one run at a time."""
+    """Trains in the calling thread: one run at a time, or (``group``) all runs it is given at
+    once as one batched model (core.grouped), the faster path on a GPU."""
 
-    capacity = 1
+    def __init__(self, group: bool = False):
+        self.group = group
+        self.capacity = 100_000 if group else 1
 
     def execute(
         self, jobs: list[Job], corpus: Any, emit: Emit, stops: dict[str, threading.Event]
     ) -> None:
         from core.engine import train
+        from core.grouped import GroupJob, train_group
 
+        if self.group:
+            live = [
+                GroupJob(j.run_id, j.spec, j.resume) for j in jobs if not stops[j.run_id].is_set()
+            ]
+            train_group(live, corpus, emit, stops)
+            return
         for job in jobs:
             stop = stops[job.run_id]
             if stop.is_set():
@@ -77,8 +87,10 @@ def make_executor(
     group: bool | None = None,
     address: str | None = None,
     gpus_per_run: float | None = None,
+    device: str = "auto",
 ) -> Executor:
-    """The executor called ``name``; ``group`` (None = auto) is for the grouped executor.
+    """The executor called ``name``. ``group`` trains runs as one batched model; None chooses
+    the faster path for ``device`` (grouped on CUDA, sequential on a CPU).
 
     ``address`` and ``gpus_per_run`` are the ray executor's (see sessions.ray_executor).
     """
@@ -87,7 +99,9 @@ def make_executor(
     if name != "ray" and (address is not None or gpus_per_run is not None):
         raise SessionError("--address and --gpus-per-run go with --executor ray")
     if name == "local":
-        return LocalExecutor()  # grouping comes with the grouped engine
+        from core.grouped import default_grouping
+
+        return LocalExecutor(group=default_grouping(device) if group is None else group)
     if name == "ray":
         from sessions.ray_executor import RayExecutor  # ray itself is imported on connect()
 

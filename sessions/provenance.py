@@ -32,8 +32,11 @@ def git_state(repo: Path = REPO) -> tuple[str | None, bool | None]:
     return commit.strip(), None if status is None else bool(status.strip())
 
 
-def collect(corpus: Any = None, device: str = "auto") -> dict[str, Any]:
-    """The provenance block of session.json; ``device`` is the spec's device ("auto", "cuda")."""
+def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[str, Any]:
+    """The provenance block of session.json; ``device`` is the spec's device ("auto", "cuda").
+
+    ``settings`` (precision, executor, grouped, ...) are recorded as given.
+    """
     import torch
 
     import labtui
@@ -62,6 +65,7 @@ def collect(corpus: Any = None, device: str = "auto") -> dict[str, Any]:
         "started": now_iso(),
         "corpus_source": None if corpus is None else str(corpus.source),
         "corpus_sha256": None if corpus is None else corpus.sha256,
+        **settings,
     }
 
 

@@ -10,7 +10,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -283,7 +283,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 def _markdown(result: ReportResult, session) -> str:
     study = session.study
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = [f"# labtui report: {result.name}", "", f"Generated {now} from `{session.path}`.", ""]
     md += [f"**Runs:** {result.status_line}.", ""]
     if result.partial:

@@ -34,7 +34,9 @@ class StudyRunner:
         self.group = group
         self.device = device  # overrides the specs' device (it does not change the numbers)
         if isinstance(executor, str):
-            executor = make_executor(executor, group=group)
+            executor = make_executor(
+                executor, group=group, device=device or session.study.base.device
+            )
         self.executor = executor
         self._mutex = threading.RLock()  # cancel_all may come from a signal handler
         self._queue: deque[str] = deque()

@@ -160,7 +160,8 @@ def run(
         typer.Option("--checkpoint-interval", help="Resumable checkpoint every N steps."),
     ] = None,
     precision: Annotated[
-        str | None, typer.Option("--precision", help="fp32, tf32 or bf16.")
+        str | None,
+        typer.Option("--precision", help="fp32, tf32 or bf16 (default: tf32 on CUDA, else fp32)."),
     ] = None,
     order: Annotated[
         str | None,
@@ -192,14 +193,6 @@ def run(
         fail("--resume takes no study, grid flags, --order or --session: the session has its study")
     if retry_failed and resume is None:
         fail("--retry-failed needs --resume SESSION")
-    try:
-        the_executor = make_executor(
-            executor, group=group, address=address, gpus_per_run=gpus_per_run
-        )
-        if executor == "ray":
-            the_executor.connect()  # start or join Ray now: a bad address is one clear line
-    except SessionError as err:
-        fail(str(err))
     if resume is None:
         text = None
         if study is not None:
@@ -212,12 +205,25 @@ def run(
         except SpecError as err:
             fail(str(err))
         _check_device(the_study.base.device)
+        the_study = _fast_precision_on_cuda(the_study, text, given)
     elif device is not None:
         try:
             RunSpec(device=device)
         except SpecError as err:
             fail(str(err))
         _check_device(device)
+    try:
+        the_executor = make_executor(
+            executor,
+            group=group,
+            address=address,
+            gpus_per_run=gpus_per_run,
+            device=the_study.base.device if resume is None else device or "auto",
+        )
+        if executor == "ray":
+            the_executor.connect()  # start or join Ray now: a bad address is one clear line
+    except SessionError as err:
+        fail(str(err))
     corpus = _load_corpus(data)
 
     from sessions.provenance import collect
@@ -234,7 +240,16 @@ def run(
                 )
         else:
             the_session = Session.create(
-                root, the_study, name=session, provenance=collect(corpus, the_study.base.device)
+                root,
+                the_study,
+                name=session,
+                provenance=collect(
+                    corpus,
+                    the_study.base.device,
+                    precision=the_study.base.precision,
+                    executor=executor,
+                    grouped=getattr(the_executor, "group", None),
+                ),
             )
     except SessionError as err:
         fail(str(err))
@@ -341,13 +356,22 @@ def _check_device(device: str) -> None:
 
 
 def _load_corpus(path: Path | None):
-    try:
-        from labtui.commands.data_cmd import load_or_fail
-    except ImportError:  # the data command not written yet
-        from data import DataError, load_corpus
+    from labtui.commands.data_cmd import load_or_fail
 
-        try:
-            return load_corpus(path)
-        except DataError as err:
-            fail(str(err))
-    return load_or_fail(path)
+    return load_or_fail(path, progress=True)
+
+
+def _fast_precision_on_cuda(study: Study, study_text: str | None, flags: dict) -> Study:
+    """On CUDA, TF32 matmuls unless the user chose a precision (fp32 stays one flag away)."""
+    from core.engine import resolve_device
+
+    chosen = "precision" in flags or "precision" in _toml_base(study_text)
+    if chosen or not resolve_device(study.base.device).startswith("cuda"):
+        return study
+    return Study(base=study.base.replace(precision="tf32"), grid=study.grid, order=study.order)
+
+
+def _toml_base(text: str | None) -> dict:
+    import tomllib
+
+    return tomllib.loads(text).get("base", {}) if text else {}
