@@ -128,13 +128,50 @@ def _to_cpu(obj: Any) -> Any:
 
 
 @dataclass
-class _Progress:
+class Progress:
     """What a checkpoint must carry besides weights and optimizer state."""
 
     step: int = 0
     best_val_loss: float | None = None
     elapsed_s: float = 0.0
     grad_norm: float | None = None
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Progress:
+        return cls(state["step"], state["best_val_loss"], state["elapsed_s"], state["grad_norm"])
+
+
+def run_result(
+    run_id: str,
+    spec: RunSpec,
+    status: str,
+    progress: Progress,
+    final: dict[str, float],
+    *,
+    n_params: int,
+    device: str,
+    wall_s: float,
+    error: str | None = None,
+) -> RunResult:
+    """A RunResult from a run's progress and its final evaluation (empty if it never got there)."""
+    return RunResult(
+        run_id=run_id,
+        status=status,
+        step=progress.step,
+        tokens=progress.step * spec.batch_size * spec.block_size,
+        n_params=n_params,
+        device=device,
+        wall_s=wall_s,
+        val_loss=final.get("val_loss"),
+        val_bpc=final.get("val_bpc"),
+        val_ppl=final.get("val_ppl"),
+        best_val_loss=progress.best_val_loss,
+        final_grad_norm=progress.grad_norm,
+        accuracy=final.get("accuracy"),
+        macro_accuracy=final.get("macro_accuracy"),
+        embed_norm=final.get("embed_norm"),
+        error=error,
+    )
 
 
 def train(
@@ -164,7 +201,7 @@ class _Run:
 
     def __init__(self, spec: RunSpec, corpus: Corpus, emit: EventSink, stop, run_id: str):
         self.spec, self.corpus, self.emit, self.stop, self.run_id = spec, corpus, emit, stop, run_id
-        self.progress = _Progress()
+        self.progress = Progress()
         self.device = "cpu"
         self.n_params = 0
         self.t0 = time.perf_counter()
@@ -297,28 +334,18 @@ class _Run:
         torch.set_rng_state(state["rng_torch"])
         if "rng_cuda" in state and self.device.startswith("cuda"):
             torch.cuda.set_rng_state(state["rng_cuda"], torch.device(self.device))
-        self.progress = _Progress(
-            state["step"], state["best_val_loss"], state["elapsed_s"], state["grad_norm"]
-        )
+        self.progress = Progress.from_state(state)
 
     def result(self, status: str, error: str | None = None) -> RunResult:
-        f, p, spec = self.final, self.progress, self.spec
-        return RunResult(
-            run_id=self.run_id,
-            status=status,
-            step=p.step,
-            tokens=p.step * spec.batch_size * spec.block_size,
+        return run_result(
+            self.run_id,
+            self.spec,
+            status,
+            self.progress,
+            self.final,
             n_params=self.n_params,
             device=self.device,
             wall_s=self.elapsed(),
-            val_loss=f.get("val_loss"),
-            val_bpc=f.get("val_bpc"),
-            val_ppl=f.get("val_ppl"),
-            best_val_loss=p.best_val_loss,
-            final_grad_norm=p.grad_norm,
-            accuracy=f.get("accuracy"),
-            macro_accuracy=f.get("macro_accuracy"),
-            embed_norm=f.get("embed_norm"),
             error=error,
         )
 

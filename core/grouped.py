@@ -29,7 +29,7 @@ import torch
 
 from core.engine import (
     EventSink,
-    _Progress,
+    Progress,
     apply_precision,
     autocast_for,
     build_model,
@@ -38,6 +38,7 @@ from core.engine import (
     lr_at,
     make_optimizer,
     resolve_device,
+    run_result,
 )
 from core.events import (
     CheckpointSaved,
@@ -141,7 +142,7 @@ class _Member:
     def __init__(self, job: GroupJob, corpus: Corpus, emit: EventSink, stop: threading.Event):
         self.run_id, self.spec, self.resume = job.run_id, job.spec, job.resume
         self.corpus, self.emit, self.stop = corpus, emit, stop
-        self.progress = _Progress()
+        self.progress = Progress()
         self.device = "cpu"
         self.n_params = 0
         self.final: dict[str, float] = {}
@@ -185,9 +186,7 @@ class _Member:
             )
         self.batches.set_state(state["rng_batches"])
         self.rng_torch.set_state(state["rng_torch"])
-        self.progress = _Progress(
-            state["step"], state["best_val_loss"], state["elapsed_s"], state["grad_norm"]
-        )
+        self.progress = Progress.from_state(state)
         self.base_s = state["elapsed_s"]
 
     def elapsed(self, now: float | None = None) -> float:
@@ -227,23 +226,15 @@ class _Member:
         return state
 
     def result(self, status: str, error: str | None = None) -> RunResult:
-        f, p, spec = self.final, self.progress, self.spec
-        return RunResult(
-            run_id=self.run_id,
-            status=status,
-            step=p.step,
-            tokens=p.step * spec.batch_size * spec.block_size,
+        return run_result(
+            self.run_id,
+            self.spec,
+            status,
+            self.progress,
+            self.final,
             n_params=self.n_params,
             device=self.device,
             wall_s=self.elapsed(),
-            val_loss=f.get("val_loss"),
-            val_bpc=f.get("val_bpc"),
-            val_ppl=f.get("val_ppl"),
-            best_val_loss=p.best_val_loss,
-            final_grad_norm=p.grad_norm,
-            accuracy=f.get("accuracy"),
-            macro_accuracy=f.get("macro_accuracy"),
-            embed_norm=f.get("embed_norm"),
             error=error,
         )
 
