@@ -7,9 +7,22 @@ from pathlib import Path
 
 import pytest
 
+from core.spec import RunSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 CANONICAL_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TINY = RunSpec(
+    n_layer=2,
+    n_embd=32,
+    n_head=4,
+    block_size=32,
+    batch_size=8,
+    iters=20,
+    eval_interval=10,
+    checkpoint_interval=10,
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,16 +75,4 @@ def corpus(tmp_path_factory, corpus_path):
 @pytest.fixture
 def tiny_spec():
     """A model small enough to train a few dozen steps in a second or two on a CPU."""
-    from core.spec import RunSpec
-
-    return RunSpec(
-        n_layer=2,
-        n_embd=32,
-        n_head=4,
-        block_size=32,
-        batch_size=8,
-        iters=20,
-        eval_interval=10,
-        checkpoint_interval=10,
-        device="cpu",
-    )
+    return TINY

@@ -6,24 +6,15 @@ import time
 
 import pytest
 
-from core.spec import RunSpec, Study
+from conftest import TINY as BASE
+from core.spec import Study
 from labtui.app import LabApp
 from labtui.widgets.forms import ConfirmQuit, NewRunForm
 from labtui.widgets.help import TracebackScreen
 from labtui.widgets.results_grid import ResultsGrid
 from labtui.widgets.run_queue import RunQueue
 
-TINY = RunSpec(
-    n_layer=2,
-    n_embd=32,
-    n_head=4,
-    block_size=32,
-    batch_size=8,
-    iters=20,
-    eval_interval=0,
-    checkpoint_interval=0,
-    device="cpu",
-)
+TINY = BASE.replace(eval_interval=0, checkpoint_interval=0)
 LONG = TINY.replace(iters=100_000)  # never finishes within a test: only cancelled
 
 

@@ -10,20 +10,11 @@ import math
 
 import pytest
 
+from conftest import TINY as BASE
 from core import events as ev
 from core.spec import RunSpec, Study
 
-TINY = RunSpec(
-    n_layer=2,
-    n_embd=32,
-    n_head=4,
-    block_size=32,
-    batch_size=8,
-    iters=40,
-    eval_interval=20,
-    checkpoint_interval=0,
-    device="cpu",
-)
+TINY = BASE.replace(iters=40, eval_interval=20, checkpoint_interval=0)
 DATA_LABEL = "input.txt (86c4e6aa)"
 
 

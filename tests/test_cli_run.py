@@ -39,6 +39,7 @@ def test_end_to_end_tiny_study(tmp_path, corpus_path):
     assert result.exit_code == 0, result.output
     assert "[1/2] r000-none-s0 finished" in result.output
     assert "[2/2] r001-rmsnorm-s0 finished" in result.output
+    assert "r000-none-s0: 28,576 parameters on CPU" in result.output  # the exact count, printed
     assert f"session: {root / 'e2e'}" in result.output
     meta = json.loads((root / "e2e" / "session.json").read_text())
     assert meta["study"]["grid"] == {"variant": ["none", "rmsnorm"], "seed": [0]}

@@ -79,6 +79,12 @@ class RunProgress:
                 info="resumed" if event.start_step else "",
                 visible=True,
             )
+            start = f", resumed at step {event.start_step}" if event.start_step else ""
+            self.console.print(
+                f"{event.run_id}: {event.n_params:,} parameters on {event.device_name}{start}",
+                markup=False,
+                highlight=False,
+            )
         elif isinstance(event, RunFinished):
             self._finished(event)
 
