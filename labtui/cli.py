@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from labtui.commands import data_cmd, export_cmd, report_cmd, run_cmd, sessions_cmd
+from labtui.commands.options import (
+    AddressOption,
+    DataOption,
+    ExecutorOption,
+    GpusPerRunOption,
+    GroupOption,
+    RootOption,
+)
 
 app = typer.Typer(
     help="labtui: a terminal lab console for controlled ablation studies of small GPT models.",
@@ -20,31 +27,18 @@ app = typer.Typer(
 @app.callback(invoke_without_command=True)
 def console(
     ctx: typer.Context,
-    data: Annotated[
-        Path | None,
-        typer.Option("--data", help="Corpus text file (else $LABTUI_DATA, the cache, a download)."),
-    ] = None,
+    data: DataOption = None,
     session: Annotated[
         str | None, typer.Option("--session", help="Open this session (a name or a folder).")
     ] = None,
-    root: Annotated[
-        Path | None,
-        typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
-    ] = None,
+    root: RootOption = None,
     device: Annotated[
         str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")
     ] = "auto",
-    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
-    address: Annotated[
-        str | None, typer.Option("--address", help="Ray: auto or HOST:PORT (else a local one).")
-    ] = None,
-    gpus_per_run: Annotated[
-        float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run, e.g. 0.25.")
-    ] = None,
-    group: Annotated[
-        bool | None,
-        typer.Option("--group/--no-group", help="Train runs as one batched model (default: auto)."),
-    ] = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    gpus_per_run: GpusPerRunOption = None,
+    group: GroupOption = None,
 ) -> None:
     """Open the lab console when no subcommand is given."""
     if ctx.invoked_subcommand is not None:

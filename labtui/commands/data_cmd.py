@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from data import Corpus, DataError, load_corpus
+from labtui.commands.options import DataOption
 from labtui.errors import fail
 
 
@@ -17,12 +15,6 @@ def load_or_fail(path: str | Path | None = None, *, progress: bool = False) -> C
         return load_corpus(path, progress=progress)
     except DataError as err:
         fail(str(err))
-
-
-DataOption = Annotated[
-    Path | None,
-    typer.Option("--data", help="Corpus text file (else $LABTUI_DATA, cache, download)."),
-]
 
 
 def data(path: DataOption = None) -> None:

@@ -13,15 +13,13 @@ from typing import Annotated
 
 import typer
 
+from labtui.commands.options import RootOption
 from labtui.errors import fail
 
 
 def export(
     session: Annotated[str, typer.Argument(help="Session name in the root, or its folder.")],
-    root: Annotated[
-        Path | None,
-        typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
-    ] = None,
+    root: RootOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write to this file instead of stdout.")
     ] = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,15 +10,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from labtui.commands.options import RootOption
 from labtui.errors import fail
 
 
 def report(
     session: Annotated[str, typer.Argument(help="Name of the session to report on.")],
-    root: Annotated[
-        Path | None,
-        typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
-    ] = None,
+    root: RootOption = None,
 ) -> None:
     """Write stats.csv, pairs.csv, report.md and figures into the session's report/ and print the
     tables."""

@@ -12,6 +12,14 @@ from typing import Annotated, Any
 import typer
 
 from core.spec import FIELD_NAMES, RunSpec, SpecError, Study
+from labtui.commands.options import (
+    AddressOption,
+    DataOption,
+    ExecutorOption,
+    GpusPerRunOption,
+    GroupOption,
+    RootOption,
+)
 from labtui.errors import fail
 
 # flag -> (RunSpec field, type); each takes one value or a comma list (a swept grid axis)
@@ -117,14 +125,8 @@ def run(
         str | None,
         typer.Option("--session", help="Name of the new session (default: date-time-random)."),
     ] = None,
-    root: Annotated[
-        Path | None,
-        typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
-    ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option("--data", help="Corpus text file (else $LABTUI_DATA, cache, download)."),
-    ] = None,
+    root: RootOption = None,
+    data: DataOption = None,
     device: Annotated[
         str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")
     ] = None,
@@ -169,15 +171,10 @@ def run(
             "--order", help="grid (variant-major) or interleaved (seed-major: every variant early)."
         ),
     ] = None,
-    group: Annotated[
-        bool | None,
-        typer.Option("--group/--no-group", help="Train several runs at once (default: auto)."),
-    ] = None,
-    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
-    gpus_per_run: Annotated[
-        float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run.")
-    ] = None,
+    group: GroupOption = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    gpus_per_run: GpusPerRunOption = None,
 ) -> None:
     """Run a study (a TOML file, flags, or the default protocol) into a new session folder.
 

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
-
+from labtui.commands.options import RootOption
 from labtui.errors import fail
-
-RootOption = Annotated[
-    Path | None,
-    typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
-]
 
 
 def sessions(root: RootOption = None) -> None:

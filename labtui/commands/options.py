@@ -1,0 +1,28 @@
+"""Options that several commands share, spelled once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+RootOption = Annotated[
+    Path | None,
+    typer.Option("--root", help="Session root (else $LABTUI_HOME or ./labtui-sessions)."),
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Corpus text file (else $LABTUI_DATA, cache, download)."),
+]
+GroupOption = Annotated[
+    bool | None,
+    typer.Option("--group/--no-group", help="Train several runs at once (default: auto)."),
+]
+ExecutorOption = Annotated[str, typer.Option("--executor", help="local or ray.")]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray: auto or HOST:PORT (else a local one).")
+]
+GpusPerRunOption = Annotated[
+    float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run, e.g. 0.25.")
+]
