@@ -31,7 +31,6 @@ class StudyRunner:
         self.session = session
         self.corpus = corpus
         self.on_event = on_event
-        self.group = group
         self.device = device  # overrides the specs' device (it does not change the numbers)
         if isinstance(executor, str):
             executor = make_executor(
