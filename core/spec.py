@@ -10,9 +10,12 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-VARIANTS = ("none", "layernorm", "rmsnorm")
+# Embedding treatments (core.model): the protocol's three, then the controls that separate scale
+# from normalization ("scaled": scale alone; "-small": normalization at the baseline's scale).
+VARIANTS = ("none", "layernorm", "rmsnorm", "scaled", "layernorm-small", "rmsnorm-small")
+PROTOCOL_VARIANTS = VARIANTS[:3]
 SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # auto: tf32 on CUDA, else fp32 (core.device)
 ORDERS = ("grid", "interleaved")
 
 
@@ -28,7 +31,7 @@ class RunSpec:
     300 AdamW steps of 16 x 128 characters.
     """
 
-    variant: str = "none"  # embedding norm: "none" | "layernorm" | "rmsnorm"
+    variant: str = "none"  # embedding treatment, one of VARIANTS
     seed: int = 0  # initialization, batch order and dropout all derive from it
     # model
     n_layer: int = 8
@@ -58,7 +61,8 @@ class RunSpec:
     checkpoint_interval: int = 50  # resumable checkpoint every N steps; 0 = only when stopped
     # where and how: "auto" = cuda, else mps, else cpu
     device: str = "auto"
-    precision: str = "fp32"  # the compute dtype: "fp32" | "tf32" | "bf16" (autocast)
+    # the compute dtype: "fp32" | "tf32" | "bf16" (autocast) | "auto" (core.device.resolve_precision)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -155,9 +159,10 @@ class Study:
 
     base: RunSpec = field(default_factory=RunSpec)
     grid: dict[str, tuple] = field(
-        default_factory=lambda: {"variant": VARIANTS, "seed": (0, 1, 2, 3, 4)}
+        default_factory=lambda: {"variant": PROTOCOL_VARIANTS, "seed": (0, 1, 2, 3, 4)}
     )
     order: str = "grid"  # "grid": variant-major; "interleaved": seed-major, every variant early
+    description: str = ""  # one line: what the study is for
 
     def __post_init__(self) -> None:
         grid = {}
@@ -199,27 +204,35 @@ class Study:
         return specs
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "base": self.base.to_dict(),
             "grid": {k: list(v) for k, v in self.grid.items()},
             "order": self.order,
         }
+        if self.description:
+            data["description"] = self.description
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Study:
-        """Build from {"base": {...}, "grid": {...}, "order": ...}; raises SpecError."""
-        unknown = sorted(set(data) - {"base", "grid", "order"})
+        """Build from {"base": {...}, "grid": {...}, "order": ..., "description": ...}.
+
+        Raises SpecError."""
+        unknown = sorted(set(data) - {"base", "grid", "order", "description"})
         if unknown:
             raise SpecError(f"unknown study section(s): {', '.join(unknown)}")
         base = data.get("base", {})
-        grid = data.get("grid", {"variant": VARIANTS, "seed": (0, 1, 2, 3, 4)})
+        grid = data.get("grid", {"variant": PROTOCOL_VARIANTS, "seed": (0, 1, 2, 3, 4)})
         if not isinstance(base, dict) or not isinstance(grid, dict):
             raise SpecError("a study needs a [base] table and a [grid] table")
         try:
             base_spec = RunSpec.from_dict(base)
         except TypeError as err:
             raise SpecError(str(err)) from None
-        return cls(base=base_spec, grid=grid, order=data.get("order", "grid"))
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise SpecError("a study's description must be a string")
+        return cls(base=base_spec, grid=grid, order=data.get("order", "grid"), description=description)
 
     @classmethod
     def from_toml(cls, text: str) -> Study:
