@@ -18,15 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-from core.engine import (  # noqa: E402
+from core.device import (  # noqa: E402
     apply_precision,
     autocast_for,
-    build_model,
-    derive_seed,
-    lr_at,
-    param_groups,
     resolve_device,
+    resolve_precision,
 )
+from core.engine import build_model, derive_seed, param_groups  # noqa: E402
 from core.events import EvalLogged, StepLogged  # noqa: E402
 from core.metrics import evaluate  # noqa: E402
 from core.spec import RunSpec  # noqa: E402
@@ -41,9 +39,8 @@ SIZES = {
 
 
 def base_spec(size: str, device: str, precision: str | None, **changes) -> RunSpec:
-    """The study's base run at ``size``; precision defaults to tf32 on CUDA, fp32 elsewhere."""
-    if precision is None:
-        precision = "tf32" if resolve_device(device).startswith("cuda") else "fp32"
+    """The study's base run at ``size``; precision "auto" (core.device) unless given."""
+    precision = resolve_precision(precision or "auto", device)
     return RunSpec(**SIZES[size], device=device, precision=precision).replace(**changes)
 
 
@@ -67,8 +64,9 @@ def plain_run(spec: RunSpec, corpus, step_times: list[float] | None = None) -> d
     Returns {"train_s", "eval_s"}; appends the time after each step to ``step_times``.
     """
     device = resolve_device(spec.device)
-    apply_precision(spec, device)
-    autocast = autocast_for(spec, device)
+    precision = resolve_precision(spec.precision, device)
+    apply_precision(precision, device)
+    autocast = autocast_for(precision, device)
     model = build_model(spec, corpus.vocab_size).to(device)
     optimizer = torch.optim.AdamW(
         param_groups(model, spec), lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
@@ -79,7 +77,7 @@ def plain_run(spec: RunSpec, corpus, step_times: list[float] | None = None) -> d
     eval_s, t0 = 0.0, time.perf_counter()
     for it in range(spec.iters):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(spec, it)
+            group["lr"] = spec.lr_at(it)
         x, y = sample_batch(tokens, spec.batch_size, spec.block_size, batches)
         with autocast:
             _, loss = model(x, y)

@@ -8,13 +8,19 @@ decides what to do; the engines never write files or touch a screen.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.spec import RunSpec
 
-STATUSES = ("pending", "running", "finished", "cancelled", "diverged", "failed", "interrupted")
-DONE_STATUSES = ("finished", "diverged")  # the run ended by itself; nothing left to do
+
+class SinkError(Exception):
+    """The receiver of the events failed (e.g. a full disk under the session folder).
+
+    Not the run's fault: the engines let it through instead of ending the run as "failed", and
+    whoever started training stops there. ``__cause__`` holds the original error.
+    """
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class RunStarted:
     device_name: str  # "CPU" or the GPU's name
     n_params: int
     start_step: int = 0  # > 0 when resumed from a checkpoint
+    precision: str = ""  # resolved: "fp32" | "tf32" | "bf16"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class StepLogged:
     lr: float
     tokens_per_s: float
     elapsed_s: float  # training wall time of the run so far (resumed runs include earlier time)
+    max_logit: float | None = None  # largest |output logit| over this step's batch
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class EvalLogged:
     val_loss: float  # nats per character
     val_bpc: float  # bits per character = val_loss / ln 2
     val_ppl: float  # exp(val_loss)
+    max_logit: float | None = None  # largest |output logit| over the pass
+    max_attn_logit: float | None = None  # largest pre-softmax attention score over the pass
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,7 @@ class RunResult:
     """How a run ended and every metric of it. Metrics are None when the run never got there."""
 
     run_id: str
-    status: str  # "finished" | "cancelled" | "diverged" | "failed"
+    status: str  # a RunStatus: finished, cancelled, diverged, failed or interrupted
     step: int  # optimizer steps completed
     tokens: int  # training tokens seen
     n_params: int
@@ -87,6 +97,13 @@ class RunResult:
     accuracy: float | None = None  # top-1 next-character accuracy over the validation split
     macro_accuracy: float | None = None  # mean per-character recall over characters in the split
     embed_norm: float | None = None  # mean first-block input norm over the validation split
+    max_logit: float | None = None  # largest |output logit| of the final evaluation
+    max_attn_logit: float | None = None  # largest attention score of the final evaluation
+    max_grad_norm: float | None = None  # largest gradient norm of any step
+    loss_spikes: int | None = None  # steps whose loss spiked (core.metrics.spike_steps)
+    grad_spikes: int | None = None  # steps whose gradient norm spiked
+    diverged_step: int | None = None  # the step with a non-finite loss or gradient
+    precision: str | None = None  # resolved compute precision
     error: str | None = None  # one line; the traceback goes with RunFinished
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,3 +125,4 @@ class RunFinished:
 
 
 Event = RunStarted | StepLogged | EvalLogged | CheckpointSaved | RunFinished
+EventSink = Callable[[Event], None]

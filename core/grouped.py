@@ -16,50 +16,31 @@ turns it off); everything else is plain eager PyTorch, which is what runs on the
 from __future__ import annotations
 
 import copy
-import math
 import os
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from core.engine import (
-    EventSink,
-    Progress,
+from core.device import (
     apply_precision,
     autocast_for,
-    build_model,
-    derive_seed,
     device_name,
-    lr_at,
-    make_optimizer,
     resolve_device,
-    run_result,
+    resolve_precision,
 )
-from core.events import (
-    CheckpointSaved,
-    EvalLogged,
-    RunFinished,
-    RunResult,
-    RunStarted,
-    StepLogged,
-)
-from core.grouped_model import (
-    GroupedAdamW,
-    GroupedGPT,
-    Layout,
-    clip_,
-    grad_norms,
-    no_cache_autocast,
-)
+from core.engine import build_model, derive_seed, make_optimizer
+from core.events import EventSink, RunResult, SinkError
+from core.grouped_model import GroupedAdamW, GroupedGPT, Layout, clip_, grad_norms
+from core.ledger import RunLedger
 from core.metrics import EVAL_BATCH_SIZE, Totals
 from core.spec import RunSpec
+from core.status import RunStatus
 from data import Corpus
-from data.batches import eval_batches
+from data.batches import eval_batches, sample_offsets, windows
 
 # Fields every run of a group must share: they fix the tensors' shapes and the step schedule.
 GROUP_FIELDS = (
@@ -108,55 +89,57 @@ def train_group(
     corpus: Corpus,
     on_event: EventSink | None = None,
     stops: dict[str, threading.Event] | None = None,
+    *,
+    log_every: int | None = None,
 ) -> list[RunResult]:
     """Train ``jobs`` (GroupJob or (run_id, spec, resume) tuples); results in the jobs' order.
 
     Events are core.engine.train's, per run. Runs that cannot share a group (different shapes,
-    or resumed at different steps) train in successive groups. Never raises for a run's failure.
+    or resumed at different steps) train in successive groups. Never raises for a run's failure;
+    a failure of ``on_event`` is raised as SinkError. ``log_every``: steps between read-backs
+    (default LOG_EVERY_CUDA on CUDA, 1 elsewhere).
     """
     emit = on_event or (lambda event: None)
     stops = stops or {}
     jobs = [job if isinstance(job, GroupJob) else GroupJob(*job) for job in jobs]
     if len({job.run_id for job in jobs}) != len(jobs):
         raise ValueError("run ids in a group must be unique")
-    results: dict[str, RunResult] = {}
     groups: dict[tuple, list[_Member]] = {}
+    members = []
     for job in jobs:
-        member = _Member(job, corpus, emit, stops.get(job.run_id) or threading.Event())
+        member = _Member(job, corpus, RunLedger(job.run_id, job.spec, emit))
+        member.stop = stops.get(job.run_id) or threading.Event()
+        members.append(member)
         try:
             member.prepare()
+        except SinkError:
+            raise
         except Exception as err:  # a bad checkpoint fails that run alone, as in the engine
-            results[job.run_id] = member.fail(err)
+            member.ledger.fail(err)
             continue
-        key = (group_key(job.spec) or ("single", job.run_id), member.progress.step)
+        key = (group_key(job.spec) or ("single", job.run_id), member.ledger.step)
         groups.setdefault(key, []).append(member)
-    for members in groups.values():
-        for member in _Group(members, corpus, emit).train():
-            results[member.run_id] = member.result_value
-    return [results[job.run_id] for job in jobs]
+    for group in groups.values():
+        _Group(group, corpus, log_every).train()
+    return [m.ledger.result for m in members]
 
 
 class _Member:
-    """One run inside a group: what the engine's _Run keeps, minus the tensors."""
+    """One run inside a group: its ledger, its random streams and its optimizer's layout."""
 
-    def __init__(self, job: GroupJob, corpus: Corpus, emit: EventSink, stop: threading.Event):
+    def __init__(self, job: GroupJob, corpus: Corpus, ledger: RunLedger):
         self.run_id, self.spec, self.resume = job.run_id, job.spec, job.resume
-        self.corpus, self.emit, self.stop = corpus, emit, stop
-        self.progress = Progress()
-        self.device = "cpu"
-        self.n_params = 0
-        self.final: dict[str, float] = {}
+        self.corpus, self.ledger = corpus, ledger
+        self.stop = threading.Event()
         self.adam_steps = 0  # AdamW's step count when the group starts
-        self.base_s = 0.0  # training time before this group (a resumed run's earlier time)
-        self.t0 = time.perf_counter()
-        self.result_value: RunResult | None = None
 
     def prepare(self) -> None:
         """Build the engine's model and optimizer for this run and load its checkpoint."""
         spec = self.spec
-        self.device = resolve_device(spec.device)
+        self.device = self.ledger.device = resolve_device(spec.device)
+        self.ledger.precision = resolve_precision(spec.precision, self.device)
         self.template = build_model(spec, self.corpus.vocab_size)
-        self.n_params = self.template.n_params()
+        self.ledger.n_params = self.template.n_params()
         optimizer = make_optimizer(self.template, spec, "cpu")
         names = {id(p): n for n, p in self.template.named_parameters()}
         self.opt_names = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
@@ -172,8 +155,7 @@ class _Member:
         self.template.requires_grad_(False)
 
     def load_state(self, state: dict[str, Any], optimizer: torch.optim.AdamW) -> None:
-        if RunSpec.from_dict(state["spec"]).key() != self.spec.key():
-            raise ValueError("checkpoint belongs to a different run spec")
+        self.ledger.restore(state)  # checks that the checkpoint is this spec's
         self.template.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         params = dict(self.template.named_parameters())
@@ -186,22 +168,17 @@ class _Member:
             )
         self.batches.set_state(state["rng_batches"])
         self.rng_torch.set_state(state["rng_torch"])
-        self.progress = Progress.from_state(state)
-        self.base_s = state["elapsed_s"]
-
-    def elapsed(self, now: float | None = None) -> float:
-        return self.base_s + (now if now is not None else time.perf_counter()) - self.t0
 
     def state(
         self, row: torch.Tensor, m: torch.Tensor, v: torch.Tensor, layout: Layout, group_start: int
     ) -> dict[str, Any]:
         """The engine's checkpoint format, from this run's rows of the group's CPU buffers."""
-        variant, p = self.spec.variant, self.progress
+        variant, step = self.spec.variant, self.ledger.step
         weights = layout.tensors(row, variant)
-        adam_t = self.adam_steps + p.step - group_start
+        adam_t = self.adam_steps + step - group_start
         optimizer: dict[str, Any] = {"state": {}, "param_groups": copy.deepcopy(self.opt_groups)}
         for group in optimizer["param_groups"]:
-            group["lr"] = lr_at(self.spec, p.step - 1) if p.step else self.spec.lr
+            group["lr"] = self.spec.lr_at(step - 1) if step else self.spec.lr
         if adam_t > 0:
             ms, vs = layout.tensors(m, variant), layout.tensors(v, variant)
             for i, name in enumerate(self.opt_names):
@@ -210,47 +187,20 @@ class _Member:
                     "exp_avg": ms[name].clone(),
                     "exp_avg_sq": vs[name].clone(),
                 }
-        state = {
-            "spec": self.spec.to_dict(),
-            "step": p.step,
-            "best_val_loss": p.best_val_loss,
-            "elapsed_s": self.elapsed(),
-            "grad_norm": p.grad_norm,
+        tensors = {
             "model": {k: weights[k].clone() for k in self.model_keys},
             "optimizer": optimizer,
             "rng_batches": self.batches.get_state(),
             "rng_torch": self.rng_torch.get_state(),
         }
         if self.device.startswith("cuda"):
-            state["rng_cuda"] = torch.cuda.get_rng_state(torch.device(self.device))
-        return state
-
-    def result(self, status: str, error: str | None = None) -> RunResult:
-        return run_result(
-            self.run_id,
-            self.spec,
-            status,
-            self.progress,
-            self.final,
-            n_params=self.n_params,
-            device=self.device,
-            wall_s=self.elapsed(),
-            error=error,
-        )
-
-    def finish(self, status: str, error: str | None = None, tb: str | None = None) -> RunResult:
-        self.result_value = self.result(status, error)
-        self.emit(RunFinished(self.run_id, self.result_value, traceback=tb))
-        return self.result_value
-
-    def fail(self, err: BaseException) -> RunResult:
-        message = f"{type(err).__name__}: {err}".splitlines()[0]
-        return self.finish("failed", error=message, tb=traceback.format_exc())
+            tensors["rng_cuda"] = torch.cuda.get_rng_state(torch.device(self.device))
+        return self.ledger.state(**tensors)
 
 
 @dataclass
 class _Logged:
-    """One step launched but not yet reported: its device values (3, R) and its run order."""
+    """One step launched but not yet reported: its device values (4, R) and its run order."""
 
     step: int
     values: torch.Tensor
@@ -260,13 +210,15 @@ class _Logged:
 class _Group:
     """Runs sharing every shape, trained in lockstep; runs leave when they end."""
 
-    def __init__(self, members: list[_Member], corpus: Corpus, emit: EventSink):
-        self.members, self.corpus, self.emit = members, corpus, emit
+    def __init__(self, members: list[_Member], corpus: Corpus, log_every: int | None = None):
+        self.members, self.corpus = members, corpus
         self.spec = members[0].spec  # the shared fields come from here
-        self.start = members[0].progress.step
+        self.rules = members[0].ledger  # the shared eval / checkpoint rules
+        self.start = members[0].ledger.step
         self.device = members[0].device
+        self.precision = members[0].ledger.precision
         self.cuda = self.device.startswith("cuda")
-        self.log_every = LOG_EVERY_CUDA if self.cuda else 1
+        self.log_every = log_every or (LOG_EVERY_CUDA if self.cuda else 1)
         self.use_graphs = self.cuda and os.environ.get("LABTUI_CUDA_GRAPHS", "1") != "0"
         self.pending: list[_Logged] = []
         self.window_t = time.perf_counter()
@@ -277,14 +229,11 @@ class _Group:
 
     def build(self) -> None:
         spec, device = self.spec, self.device
-        apply_precision(spec, device)
-        self.eval_autocast = autocast_for(spec, device)
-        self.step_autocast = no_cache_autocast(spec.precision, torch.device(device).type)
+        apply_precision(self.precision, device)
+        self.eval_autocast = autocast_for(self.precision, device)
+        self.step_autocast = autocast_for(self.precision, device, cache=False)
         self.train_tokens = self.corpus.tensor("train", device)
         self.val_tokens = self.corpus.tensor("val", device)
-        if len(self.train_tokens) <= spec.block_size:
-            n = len(self.train_tokens)
-            raise ValueError(f"split has {n} tokens; block_size {spec.block_size} needs more")
         self.layout = Layout.of(self.members[0].template)
         rows, ms, vs, hyper = [], [], [], []
         for m in self.members:
@@ -313,7 +262,6 @@ class _Group:
         self.clipping = any(m.spec.grad_clip > 0 for m in self.members)
         self.alive = torch.ones(len(self.members), dtype=torch.bool, device=device)
         self.scalars = self._scalar_table().to(device)
-        self.arange = torch.arange(spec.block_size, device=device)
 
     def _scalar_table(self) -> torch.Tensor:
         """(steps, 3, R): each step's lr, AdamW step size and sqrt bias correction, in float64."""
@@ -321,7 +269,7 @@ class _Group:
         for s in range(self.start + 1, self.spec.iters + 1):
             row = []
             for m in self.members:
-                lr, b1, b2 = lr_at(m.spec, s - 1), m.spec.beta1, m.spec.beta2
+                lr, b1, b2 = m.spec.lr_at(s - 1), m.spec.beta1, m.spec.beta2
                 t = m.adam_steps + s - self.start
                 row.append((lr, lr / (1 - b1**t), (1 - b2**t) ** 0.5))
             table.append(list(zip(*row, strict=True)))
@@ -346,69 +294,53 @@ class _Group:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def train(self) -> list[_Member]:
-        everyone = list(self.members)
+    def train(self) -> None:
         try:
             self.build()
-            now = time.perf_counter()
             for m in self.members:
-                m.t0 = now
-                self.emit(
-                    RunStarted(
-                        m.run_id,
-                        m.spec,
-                        self.device,
-                        device_name(self.device),
-                        m.n_params,
-                        start_step=m.progress.step,
-                    )
+                m.ledger.start(
+                    self.device, device_name(self.device), m.ledger.n_params, self.precision
                 )
             self.loop()
+        except SinkError:
+            raise
         except Exception as err:  # the group's failure is each remaining run's failure
             for m in self.members:
-                if m.result_value is None:
-                    m.fail(err)
-        return everyone
+                if not m.ledger.ended:
+                    m.ledger.fail(err)
 
     def loop(self) -> None:
-        spec = self.spec
-        for step in range(self.start + 1, spec.iters + 1):
+        for step in range(self.start + 1, self.spec.iters + 1):
             self.cancel_stopped()
             if not self.members:
                 return
             self.launch(step)
-            at_eval = step < spec.iters and spec.eval_interval and step % spec.eval_interval == 0
-            at_ckpt = (
-                step < spec.iters
-                and spec.checkpoint_interval
-                and step % spec.checkpoint_interval == 0
-            )
+            at_eval, at_ckpt = self.rules.eval_due(step), self.rules.checkpoint_due(step)
             if at_eval or at_ckpt or len(self.pending) >= self.log_every:
                 self.flush()
             if at_eval and self.members:
                 self.log_eval()
             if at_ckpt and self.members:
                 for m, state in zip(self.members, self.states(), strict=True):
-                    self.emit(CheckpointSaved(m.run_id, step, state))
+                    m.ledger.save(state)
         self.flush()
         if self.members:
             for m, metrics in zip(self.members, self.log_eval(), strict=True):
-                m.final = metrics
+                m.ledger.final = metrics
             for m, state in zip(self.members, self.states(), strict=True):
-                self.emit(CheckpointSaved(m.run_id, spec.iters, state, final=True))
+                m.ledger.save(state, final=True)
             for m in self.members:
-                m.finish("finished")
+                m.ledger.finish(RunStatus.FINISHED)
 
     def cancel_stopped(self) -> None:
         if not any(m.stop.is_set() for m in self.members):
             return
         self.flush()  # a run that diverged meanwhile ends as diverged, not cancelled
         stopped = [m for m in self.members if m.stop.is_set()]
-        states = self.states()
-        for m, state in zip(self.members, states, strict=True):
+        for m, state in zip(self.members, self.states(), strict=True):
             if m in stopped:
-                self.emit(CheckpointSaved(m.run_id, m.progress.step, state))
-                m.finish("cancelled")
+                m.ledger.save(state)
+                m.ledger.finish(RunStatus.CANCELLED)
         self.drop(stopped)
 
     def launch(self, step: int) -> None:
@@ -416,9 +348,9 @@ class _Group:
         spec = self.spec
         if not self.pending:
             self.window_t = time.perf_counter()
-        n = len(self.train_tokens) - spec.block_size
+        n = len(self.train_tokens)
         offsets = torch.stack(
-            [torch.randint(n, (spec.batch_size,), generator=m.batches) for m in self.members]
+            [sample_offsets(n, spec.batch_size, spec.block_size, m.batches) for m in self.members]
         )
         if self.cuda:
             offsets = offsets.pin_memory().to(self.device, non_blocking=True)
@@ -440,11 +372,13 @@ class _Group:
         self.pending.append(_Logged(step, values, list(self.members)))
 
     def step_values(self, offsets: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
-        """Forward, backward, clip and update all runs; (3, R): loss, grad norm, embed norm."""
-        idx = offsets[:, :, None] + self.arange  # (R, B, T) window positions
-        x, y = self.train_tokens[idx], self.train_tokens[idx + 1]
+        """Forward, backward, clip and update all runs.
+
+        Returns (4, R): loss, grad norm, embed norm and max |logit| of each run's step.
+        """
+        x, y = windows(self.train_tokens, offsets, self.spec.block_size)  # (R, B, T)
         with self.step_autocast:
-            _, loss = self.model(x, y)
+            logits, loss = self.model(x, y)
         params = self.model.params  # norm gains no run of the group uses get no gradient
         grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
         grads = [
@@ -457,7 +391,8 @@ class _Group:
             ok = self.alive & torch.isfinite(loss) & torch.isfinite(norm)
             self.optimizer.step(grad, scalars, ok)
             self.alive.copy_(ok)
-            return torch.stack([loss.detach().float(), norm, self.model.last_embed_norm])
+            max_logit = logits.detach().abs().flatten(1).amax(dim=1).float()
+            return torch.stack([loss.detach().float(), norm, self.model.last_embed_norm, max_logit])
 
     def flush(self) -> None:
         """Read back the launched steps (one synchronization), report them, end diverged runs."""
@@ -466,32 +401,15 @@ class _Group:
         values = torch.stack([p.values for p in self.pending]).cpu().tolist()
         now = time.perf_counter()
         dt = (now - self.window_t) / len(self.pending)
-        tokens_per_step = self.spec.batch_size * self.spec.block_size
         diverged: list[_Member] = []
-        for i, (logged, (losses, norms, embeds)) in enumerate(
-            zip(self.pending, values, strict=True)
-        ):
-            t = self.window_t + dt * (i + 1)
+        for i, (logged, columns) in enumerate(zip(self.pending, values, strict=True)):
+            at = self.window_t + dt * (i + 1)
             for r, m in enumerate(logged.members):
-                if m.result_value is not None:
+                if m.ledger.ended:
                     continue  # diverged earlier in this window
-                step, loss, norm = logged.step, losses[r], norms[r]
-                m.progress.step, m.progress.grad_norm = step, norm
-                self.emit(
-                    StepLogged(
-                        m.run_id,
-                        step,
-                        step * tokens_per_step,
-                        loss,
-                        norm,
-                        embeds[r],
-                        lr_at(m.spec, step - 1),
-                        tokens_per_step / max(dt, 1e-9),
-                        m.elapsed(t),
-                    )
-                )
-                if not (math.isfinite(loss) and math.isfinite(norm)):
-                    m.finish("diverged", error=f"non-finite loss or gradient at step {step}")
+                loss, norm, embed, max_logit = (column[r] for column in columns)
+                if not m.ledger.log_step(logged.step, loss, norm, embed, max_logit, dt, now=at):
+                    m.ledger.diverge()
                     diverged.append(m)
         self.pending.clear()
         self.drop(diverged)
@@ -503,31 +421,23 @@ class _Group:
         """core.metrics.evaluate for every run, in batched forward passes over the same windows."""
         R, vocab = self.model.n_runs, self.corpus.vocab_size
         totals = [Totals(vocab, self.val_tokens.device) for _ in range(R)]
-        for x, y in eval_batches(self.val_tokens, self.spec.block_size, EVAL_BATCH_SIZE):
-            with self.eval_autocast:
-                logits, _ = self.model(x.expand(R, *x.shape))
-            logits = logits.view(R, *x.shape, vocab)
-            embed = self.model.last_embed_norm
-            for r in range(R):
-                totals[r].add(logits[r], y, embed[r])
+        self.model.record_attention = True
+        try:
+            for x, y in eval_batches(self.val_tokens, self.spec.block_size, EVAL_BATCH_SIZE):
+                with self.eval_autocast:
+                    logits, _ = self.model(x.expand(R, *x.shape))
+                logits = logits.view(R, *x.shape, vocab)
+                embed, attn = self.model.last_embed_norm, self.model.last_max_attn_logit
+                for r in range(R):
+                    totals[r].add(logits[r], y, embed[r], attn[r])
+        finally:
+            self.model.record_attention = False
         return [t.metrics() for t in totals]
 
     def log_eval(self) -> list[dict[str, float]]:
         all_metrics = self.evaluate()
         for m, metrics in zip(self.members, all_metrics, strict=True):
-            p, loss = m.progress, metrics["val_loss"]
-            p.best_val_loss = loss if p.best_val_loss is None else min(p.best_val_loss, loss)
-            self.emit(
-                EvalLogged(
-                    m.run_id,
-                    p.step,
-                    p.step * self.spec.batch_size * self.spec.block_size,
-                    m.elapsed(),
-                    loss,
-                    metrics["val_bpc"],
-                    metrics["val_ppl"],
-                )
-            )
+            m.ledger.log_eval(metrics)
         return all_metrics
 
     def states(self) -> list[dict[str, Any]]:

@@ -8,22 +8,20 @@ torch.optim.AdamW's, run by run: nothing in a forward or update mixes two runs.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from core.model import GPT
+from core.model import GPT, TREATMENTS, max_causal_score
 
-# The three embedding norms' gains live side by side; each run uses the one its variant names.
+# The embedding norms' parameters live side by side; each run uses those its variant's norm names.
 EMBED_PARAMS = {
     "embed_norm.ln_weight": ("layernorm", "embed_norm.weight"),
     "embed_norm.ln_bias": ("layernorm", "embed_norm.bias"),
     "embed_norm.rms_weight": ("rmsnorm", "embed_norm.weight"),
 }
-VARIANT_CODE = {"none": 0, "layernorm": 1, "rmsnorm": 2}
 NORM_EPS = 1e-5  # nn.LayerNorm's and core.model.RMSNorm's default
 
 
@@ -68,8 +66,8 @@ class Layout:
     def gpt_name(self, name: str, variant: str) -> str | None:
         """The GPT parameter a stacked one stands for in a run of ``variant`` (None: unused)."""
         if name in EMBED_PARAMS:
-            kind, gpt = EMBED_PARAMS[name]
-            return gpt if kind == variant else None
+            norm, gpt = EMBED_PARAMS[name]
+            return gpt if norm == TREATMENTS[variant].norm else None
         return name
 
     def row(
@@ -109,6 +107,8 @@ class GroupedGPT:
         self.variants = list(variants)
         self.flat = rows  # (R, P), on the device
         self.last_embed_norm: torch.Tensor | None = None  # (R,) mean first-block input norm
+        self.record_attention = False  # compute attention scores (evaluation only)
+        self.last_max_attn_logit: torch.Tensor | None = None  # (R,) when recorded
         self._bind()
 
     def _bind(self) -> None:
@@ -122,11 +122,16 @@ class GroupedGPT:
             self.params.append(view)
             self.p[name] = view
         self.n_layer = sum(1 for n in self.p if n.endswith("ln_1.weight"))
-        codes = torch.tensor([VARIANT_CODE[v] for v in self.variants], device=self.flat.device)
-        self.is_ln = (codes == 1).view(R, 1, 1)
-        self.is_rms = (codes == 2).view(R, 1, 1)
-        self.any_ln = "layernorm" in self.variants
-        self.any_rms = "rmsnorm" in self.variants
+        treatments = [TREATMENTS[v] for v in self.variants]
+        device = self.flat.device
+        norms = [t.norm for t in treatments]
+        self.is_ln = torch.tensor([n == "layernorm" for n in norms], device=device).view(R, 1, 1)
+        self.is_rms = torch.tensor([n == "rmsnorm" for n in norms], device=device).view(R, 1, 1)
+        self.any_ln, self.any_rms = "layernorm" in norms, "rmsnorm" in norms
+        # the fixed factor of a variant without a norm (1 for "none"); a norm's gain is learned
+        factors = [t.scale if t.norm is None else 1.0 for t in treatments]
+        self.embed_scale = torch.tensor(factors, device=device).view(R, 1, 1)
+        self.any_scaled = any(f != 1.0 for f in factors)
 
     @property
     def n_runs(self) -> int:
@@ -151,8 +156,11 @@ class GroupedGPT:
         x = (tok.view(R, B, T, C) + p["wpe.weight"][:, None, :T]).view(R, B * T, C)
         x = self._embed_norm(x)
         self.last_embed_norm = x.detach().float().norm(dim=-1).mean(dim=1)
+        scores = []
         for i in range(self.n_layer):
-            x = self._block(x, i, B, T)
+            x = self._block(x, i, B, T, scores)
+        if self.record_attention:
+            self.last_max_attn_logit = torch.stack(scores).amax(dim=0)
         h = _layer_norm(x, p["ln_f.weight"], p["ln_f.bias"])
         logits = torch.bmm(h, wte.transpose(1, 2))  # tied head: (R, BT, vocab)
         if targets is None:
@@ -166,6 +174,8 @@ class GroupedGPT:
 
     def _embed_norm(self, x: torch.Tensor) -> torch.Tensor:
         p, out = self.p, x
+        if self.any_scaled:
+            out = x * self.embed_scale
         if self.any_ln:
             ln = _layer_norm(x, p["embed_norm.ln_weight"], p["embed_norm.ln_bias"])
             out = torch.where(self.is_ln, ln, out)
@@ -175,7 +185,7 @@ class GroupedGPT:
             out = torch.where(self.is_rms, rms, out)
         return out
 
-    def _block(self, x: torch.Tensor, i: int, B: int, T: int) -> torch.Tensor:
+    def _block(self, x: torch.Tensor, i: int, B: int, T: int, scores: list) -> torch.Tensor:
         p, R, C = self.p, self.n_runs, x.size(-1)
         pre = f"blocks.{i}."
         h = _layer_norm(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
@@ -184,6 +194,9 @@ class GroupedGPT:
             t.reshape(R * B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (RB, nh, T, hs)
             for t in qkv.split(C, dim=2)
         )
+        if self.record_attention:  # per run: (R, B*nh, T, hs) -> (R,)
+            qr, kr = (t.reshape(R, B * self.n_head, T, -1) for t in (q, k))
+            scores.append(torch.stack([max_causal_score(qr[r], kr[r]) for r in range(R)]))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(R, B * T, C)
         x = x + _linear(y, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"])
@@ -253,10 +266,3 @@ def clip_(grad: torch.Tensor, norm: torch.Tensor, max_norm: torch.Tensor) -> Non
     """Per-run clip_grad_norm_ (max_norm 0 = off), in place on the flat (R, P) gradient."""
     coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     grad.mul_(torch.where(max_norm > 0, coef, 1.0)[:, None])
-
-
-def no_cache_autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast without the weight-cast cache (required inside CUDA graph capture)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16, cache_enabled=False)
-    return contextlib.nullcontext()

@@ -1,8 +1,11 @@
 """A small decoder-only Pre-LN GPT whose embeddings can be normalized before the first block.
 
 References: GPT-2 (Radford et al. 2019) and karpathy/nanoGPT's model.py. The one addition is
-``embed_norm``: "none" feeds token + position embedding to the first block as GPT-2 does;
-"layernorm" or "rmsnorm" normalizes that sum first.
+``embed_norm``, the embedding treatment: "none" feeds token + position embedding to the first block
+as GPT-2 does; "layernorm" or "rmsnorm" normalizes that sum first. Three controls separate scale
+from normalization: "scaled" multiplies the sum by a fixed 1/(σ√2), so it starts at unit RMS per
+coordinate as after a norm, without normalizing; "layernorm-small" and "rmsnorm-small" normalize
+with a gain that starts at σ√2, the baseline's scale, so they normalize without rescaling.
 """
 
 from __future__ import annotations
@@ -14,9 +17,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.spec import RunSpec
+from core.spec import VARIANTS, RunSpec
 
-EMBED_NORMS = ("none", "layernorm", "rmsnorm")
+EMBED_STD = 0.02  # init std of the token and position tables (GPT-2)
+EMBED_RMS = EMBED_STD * math.sqrt(2)  # RMS of the sum of the two tables at init
+
+
+@dataclass(frozen=True)
+class EmbedTreatment:
+    """What a variant does to the embedding sum: an optional norm, and a scale."""
+
+    norm: str | None  # "layernorm" | "rmsnorm" | None
+    scale: float  # the norm's initial gain; without a norm, a fixed factor
+
+
+TREATMENTS = {
+    "none": EmbedTreatment(None, 1.0),
+    "layernorm": EmbedTreatment("layernorm", 1.0),
+    "rmsnorm": EmbedTreatment("rmsnorm", 1.0),
+    "scaled": EmbedTreatment(None, 1.0 / EMBED_RMS),
+    "layernorm-small": EmbedTreatment("layernorm", EMBED_RMS),
+    "rmsnorm-small": EmbedTreatment("rmsnorm", EMBED_RMS),
+}
+assert tuple(TREATMENTS) == VARIANTS
 
 
 @dataclass(frozen=True)
@@ -27,7 +50,7 @@ class GPTConfig:
     n_head: int = 8
     n_embd: int = 128  # 8 heads of 16 dimensions
     dropout: float = 0.0  # the protocol trains without dropout
-    embed_norm: str = "none"  # "none" | "layernorm" | "rmsnorm"
+    embed_norm: str = "none"  # the embedding treatment: a key of TREATMENTS
 
     @classmethod
     def from_spec(cls, spec: RunSpec, vocab_size: int) -> GPTConfig:
@@ -54,14 +77,25 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+class Scale(nn.Module):
+    """Multiplication by a fixed factor (no parameters)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
 def make_embed_norm(kind: str, ndim: int) -> nn.Module:
-    if kind == "none":
-        return nn.Identity()
-    if kind == "layernorm":
+    """The module applied to the embedding sum; a norm's gain is set by ``GPT.init_weights``."""
+    treatment = TREATMENTS[kind]
+    if treatment.norm == "layernorm":
         return nn.LayerNorm(ndim)
-    if kind == "rmsnorm":
+    if treatment.norm == "rmsnorm":
         return RMSNorm(ndim)
-    raise ValueError(f"unknown embedding norm {kind!r}: choose one of {', '.join(EMBED_NORMS)}")
+    return nn.Identity() if treatment.scale == 1.0 else Scale(treatment.scale)
 
 
 class CausalSelfAttention(nn.Module):
@@ -73,17 +107,33 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
+        self.max_score: torch.Tensor | None = None  # set by forward when record_scores is on
+        self.record_scores = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if self.record_scores:  # evaluation only: training keeps the fused kernel alone
+            self.max_score = max_causal_score(q, k)
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
+
+
+def max_causal_score(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The largest pre-softmax score q·k/sqrt(hs) a query gives a key it may attend to.
+
+    q, k (..., T, hs) -> a 0-d float tensor (the maximum over every leading index too).
+    """
+    T, hs = q.size(-2), q.size(-1)
+    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(hs)  # (..., T, T)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return scores.masked_fill(future, -math.inf).amax()
 
 
 class MLP(nn.Module):
@@ -128,22 +178,32 @@ class GPT(nn.Module):
         self.lm_head.weight = self.wte.weight  # tied input/output embedding
         # Mean L2 norm of the first block's input over the last forward's positions (no sync).
         self.last_embed_norm: torch.Tensor | None = None
+        # Largest attention score of the last forward, when ``record_attention(True)`` is on.
+        self.last_max_attn_logit: torch.Tensor | None = None
         self.init_weights(generator)
+
+    def record_attention(self, on: bool) -> None:
+        """Compute every layer's attention scores in forward (slower; for evaluation)."""
+        for block in self.blocks:
+            block.attn.record_scores = on
+        self.last_max_attn_logit = None
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         """GPT-2 initialization, drawn from ``generator`` in a fixed order.
 
-        Norm gains and biases hold no randomness, so every embedding-norm variant built from the
+        Norm gains and biases hold no randomness, so every embedding variant built from the
         same generator state gets identical values for all the parameters the variants share.
         """
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # residual projections, scaled as in GPT-2
-                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+                std = EMBED_STD / math.sqrt(2 * self.config.n_layer)
                 torch.nn.init.normal_(p, mean=0.0, std=std, generator=generator)
             elif p.dim() == 2:  # linear weights and the embedding tables
-                torch.nn.init.normal_(p, mean=0.0, std=0.02, generator=generator)
+                torch.nn.init.normal_(p, mean=0.0, std=EMBED_STD, generator=generator)
             elif name.endswith("bias"):
                 torch.nn.init.zeros_(p)
+            elif name.startswith("embed_norm."):  # the variant's initial gain
+                torch.nn.init.constant_(p, TREATMENTS[self.config.embed_norm].scale)
             else:  # norm gains
                 torch.nn.init.ones_(p)
 
@@ -165,6 +225,8 @@ class GPT(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
+        if self.blocks[0].attn.record_scores:
+            self.last_max_attn_logit = torch.stack([b.attn.max_score for b in self.blocks]).max()
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         loss = None
         if targets is not None:
@@ -181,7 +243,7 @@ def check_config(config: GPTConfig) -> None:
         raise ValueError(f"width {config.n_embd} is not divisible by {config.n_head} heads")
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
-    if config.embed_norm not in EMBED_NORMS:
+    if config.embed_norm not in TREATMENTS:
         raise ValueError(
-            f"unknown embedding norm {config.embed_norm!r}: choose one of {', '.join(EMBED_NORMS)}"
+            f"unknown embedding variant {config.embed_norm!r}: choose one of {', '.join(VARIANTS)}"
         )

@@ -61,7 +61,7 @@ class RunSpec:
     checkpoint_interval: int = 50  # resumable checkpoint every N steps; 0 = only when stopped
     # where and how: "auto" = cuda, else mps, else cpu
     device: str = "auto"
-    # the compute dtype: "fp32" | "tf32" | "bf16" (autocast) | "auto" (core.device.resolve_precision)
+    # compute dtype: "fp32" | "tf32" | "bf16" (autocast) | "auto" (core.device.resolve_precision)
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -71,6 +71,17 @@ class RunSpec:
     def tokens(self) -> int:
         """Training tokens the run sees: the compute budget."""
         return self.iters * self.batch_size * self.block_size
+
+    def lr_at(self, it: int) -> float:
+        """Learning rate of 0-based step ``it``: linear warmup, then constant or cosine decay."""
+        if it < self.warmup_iters:
+            return self.lr * (it + 1) / self.warmup_iters
+        if self.schedule == "constant":
+            return self.lr
+        progress = (it - self.warmup_iters) / max(1, self.iters - self.warmup_iters)
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (
+            self.lr - self.min_lr
+        )
 
     def validate(self) -> None:
         """Raise SpecError with a one-line reason when this spec cannot work."""
@@ -232,7 +243,9 @@ class Study:
         description = data.get("description", "")
         if not isinstance(description, str):
             raise SpecError("a study's description must be a string")
-        return cls(base=base_spec, grid=grid, order=data.get("order", "grid"), description=description)
+        return cls(
+            base=base_spec, grid=grid, order=data.get("order", "grid"), description=description
+        )
 
     @classmethod
     def from_toml(cls, text: str) -> Study:

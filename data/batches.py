@@ -7,18 +7,32 @@ from collections.abc import Iterator
 import torch
 
 
+def sample_offsets(
+    n_tokens: int, batch_size: int, block_size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``batch_size`` random window starts in a split of ``n_tokens`` (a CPU LongTensor).
+
+    Drawn on the CPU ``generator``, so a seed gives the same batches on every device.
+    """
+    if n_tokens <= block_size:
+        raise ValueError(f"split has {n_tokens} tokens; block_size {block_size} needs more")
+    return torch.randint(n_tokens - block_size, (batch_size,), generator=generator)
+
+
+def windows(
+    tokens: torch.Tensor, offsets: torch.Tensor, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x = the ``block_size`` tokens from each offset, y = the next ones: (*offsets.shape, L)."""
+    idx = offsets.to(tokens.device)[..., None] + torch.arange(block_size, device=tokens.device)
+    return tokens[idx], tokens[idx + 1]
+
+
 def sample_batch(
     tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch_size`` random windows: x = L tokens, y = the next L, both (B, L) on tokens.device.
-
-    Offsets are drawn on the CPU ``generator``, so a seed gives the same batches on every device.
-    """
-    if len(tokens) <= block_size:
-        raise ValueError(f"split has {len(tokens)} tokens; block_size {block_size} needs more")
-    ix = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
-    idx = ix.to(tokens.device)[:, None] + torch.arange(block_size, device=tokens.device)
-    return tokens[idx], tokens[idx + 1]
+    """``batch_size`` random windows: x = L tokens, y = the next L, both (B, L) on tokens.device."""
+    offsets = sample_offsets(len(tokens), batch_size, block_size, generator)
+    return windows(tokens, offsets, block_size)
 
 
 def eval_batches(

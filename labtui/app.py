@@ -513,7 +513,7 @@ def _data_label(corpus) -> str:
 
 def _device_label(device: str) -> str:
     try:
-        from core.engine import device_name, resolve_device
+        from core.device import device_name, resolve_device
 
         return device_name(resolve_device(device))
     except Exception as err:  # the runs will report it; the header just says so
@@ -542,10 +542,12 @@ def run_console(
     """Load the corpus and the session, then run the console. Bad input: one line, exit 2."""
     from core.spec import SpecError
     from data import DataError, load_corpus
+    from labtui.commands.options import check_ray_flags
     from labtui.errors import fail
     from sessions.executors import make_executor
     from sessions.store import Session, SessionError
 
+    check_ray_flags(executor, address, gpus_per_run)
     try:
         base = RunSpec(device=device)
         the_executor = make_executor(

@@ -13,6 +13,7 @@ import pandas as pd
 
 from core import events as ev
 from core.spec import RunSpec
+from core.status import DONE as DONE_STATUSES
 
 CURVES = ("step", "tokens", "elapsed_s", "loss", "grad_norm", "embed_norm")
 EVAL_CURVES = ("step", "tokens", "elapsed_s", "val_loss", "val_ppl")
@@ -110,7 +111,7 @@ def overall_progress(views) -> tuple[int, int]:
     done = total = 0
     for v in views:
         total += v.spec.iters
-        done += v.spec.iters if v.status in ev.DONE_STATUSES else min(v.step, v.spec.iters)
+        done += v.spec.iters if v.status in DONE_STATUSES else min(v.step, v.spec.iters)
     return done, total
 
 

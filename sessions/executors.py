@@ -1,22 +1,19 @@
 """Executors train a batch of jobs and report every engine event through ``emit``.
 
-An executor never writes session files: the runner does, from the events it is given. The
-local executor trains one run after another in the calling thread; a grouped executor (many
-runs in one process) or a Ray executor (runs on a cluster) plug in behind the same interface.
+An executor never writes session files: the runner does, from the events it is given, and it
+ends as "failed" any run an executor raised before reporting its end. The local executor trains
+one run after another in the calling thread, or all of them as one grouped model; the Ray
+executor (sessions.ray_executor) runs them on a cluster behind the same interface.
 """
 
 from __future__ import annotations
 
 import threading
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from core.events import RunFinished, RunResult
+from core.events import EventSink as Emit
 from core.spec import RunSpec
-
-Emit = Callable[[object], None]
 
 
 @dataclass(frozen=True)
@@ -27,6 +24,7 @@ class Job:
 
 
 class Executor(Protocol):
+    name: str  # "local" or "ray", as the user chose it
     capacity: int  # how many jobs one execute() call takes
 
     def execute(
@@ -39,6 +37,8 @@ class LocalExecutor:
     """Trains in the calling thread: one run at a time, or (``group``) all runs it is given at
     once as one batched model (core.grouped), the faster path on a GPU."""
 
+    name = "local"
+
     def __init__(self, group: bool = False):
         self.group = group
         self.capacity = 100_000 if group else 1
@@ -49,36 +49,12 @@ class LocalExecutor:
         from core.engine import train
         from core.grouped import GroupJob, train_group
 
+        live = [job for job in jobs if not stops[job.run_id].is_set()]  # cancelled while queued
         if self.group:
-            live = [
-                GroupJob(j.run_id, j.spec, j.resume) for j in jobs if not stops[j.run_id].is_set()
-            ]
-            train_group(live, corpus, emit, stops)
+            train_group([GroupJob(j.run_id, j.spec, j.resume) for j in live], corpus, emit, stops)
             return
-        for job in jobs:
-            stop = stops[job.run_id]
-            if stop.is_set():
-                continue  # cancelled before it started: left as it was
-            try:
-                train(job.spec, corpus, emit, stop, run_id=job.run_id, resume=job.resume)
-            except Exception:  # the engine reports its own failures; this is a last resort
-                emit(failed(job.run_id, job.spec, traceback.format_exc()))
-
-
-def failed(run_id: str, spec: RunSpec, trace: str, step: int = 0) -> RunFinished:
-    """The RunFinished of a run that raised outside the engine's own error handling."""
-    lines = [line for line in trace.strip().splitlines() if line.strip()]
-    result = RunResult(
-        run_id=run_id,
-        status="failed",
-        step=step,
-        tokens=step * spec.batch_size * spec.block_size,
-        n_params=0,
-        device=spec.device,
-        wall_s=0.0,
-        error=lines[-1] if lines else "failed",
-    )
-    return RunFinished(run_id, result, traceback=trace)
+        for job in live:
+            train(job.spec, corpus, emit, stops[job.run_id], run_id=job.run_id, resume=job.resume)
 
 
 def make_executor(
@@ -97,7 +73,7 @@ def make_executor(
     from sessions.store import SessionError
 
     if name != "ray" and (address is not None or gpus_per_run is not None):
-        raise SessionError("--address and --gpus-per-run go with --executor ray")
+        raise SessionError("a Ray address and GPUs per run apply to the ray executor only")
     if name == "local":
         from core.grouped import default_grouping
 

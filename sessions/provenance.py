@@ -35,14 +35,15 @@ def git_state(repo: Path = REPO) -> tuple[str | None, bool | None]:
 def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[str, Any]:
     """The provenance block of session.json; ``device`` is the spec's device ("auto", "cuda").
 
-    ``settings`` (precision, executor, grouped, ...) are recorded as given.
+    ``settings`` (executor, grouped, ...) are recorded as given; each run's precision is in its
+    result.
     """
     import torch
 
     import labtui
 
     try:
-        from core.engine import device_name, resolve_device
+        from core.device import device_name, resolve_device
 
         resolved = resolve_device(device)
         name = device_name(resolved)
@@ -65,6 +66,7 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
         "started": now_iso(),
         "corpus_source": None if corpus is None else str(corpus.source),
         "corpus_sha256": None if corpus is None else corpus.sha256,
+        "corpus_vocab_size": None if corpus is None else corpus.vocab_size,
         **settings,
     }
 

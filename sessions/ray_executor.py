@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.events import CheckpointSaved, EvalLogged, RunFinished, RunResult, RunStarted, StepLogged
-from sessions.executors import Emit, Job, failed
+from core.events import Event, SinkError
+from core.ledger import RunLedger
+from core.status import RunStatus
+from sessions.executors import Emit, Job
 from sessions.ray_worker import StopBoard, WorkerStarted, corpus_payload, train_jobs
 from sessions.store import SessionError
 
@@ -41,6 +43,7 @@ class RayExecutor:
     None = on when runs get GPUs (as the local executor decides for CUDA).
     """
 
+    name = "ray"
     capacity = 100_000  # take the whole queue at once and let Ray schedule it
 
     def __init__(
@@ -148,8 +151,10 @@ class RayExecutor:
         finally:
             with contextlib.suppress(Exception):  # the cluster may be gone with the board
                 ray.kill(board)
-        if sink.error is not None:
+        if isinstance(sink.error, SinkError):
             raise sink.error
+        if sink.error is not None:  # emit raised: the session cannot take the events
+            raise SinkError(f"{type(sink.error).__name__}: {sink.error}") from sink.error
 
     def units(self, jobs: list[Job], resources: dict[str, float]) -> list[list[Job]]:
         """One job per task; with grouping, runs of one shape split evenly over the slots."""
@@ -188,9 +193,9 @@ class RayExecutor:
                     task.track(event)
                     sink.send(event)
         except RayTaskError as err:  # our worker code raised (e.g. labtui missing on a node)
-            trace, status = str(err), "failed"
+            trace, status = str(err), RunStatus.FAILED
         except RayError as err:  # the worker or its node died, or the task was cancelled
-            trace, status = f"{type(err).__name__}: {err}\n", "interrupted"
+            trace, status = f"{type(err).__name__}: {err}\n", RunStatus.INTERRUPTED
         except BaseException as err:  # emit raised (the session cannot be written)
             sink.fail(err)
         finally:
@@ -201,11 +206,10 @@ class RayExecutor:
             run = task.runs[job.run_id]
             if run.ended or (not run.started and stops[job.run_id].is_set()):
                 continue  # finished, or cancelled before it began: left as it was
-            if status == "failed":
-                sink.send(failed(job.run_id, job.spec, trace, run.step))
-            else:
-                cancelled = stops[job.run_id].is_set()
-                sink.send(run.finished(job, "cancelled" if cancelled else "interrupted", trace))
+            ended = status
+            if status == RunStatus.INTERRUPTED and stops[job.run_id].is_set():
+                ended = RunStatus.CANCELLED
+            sink.send(run.end(ended, trace=trace))
 
     def _forward_stops(
         self, tasks: list[_Task], stops: dict[str, threading.Event], board: Any, everything: bool
@@ -274,63 +278,20 @@ class _Sink:
 
 
 @dataclass
-class _RunSoFar:
-    """What the driver has heard of one run: enough for the result of a run cut short."""
-
-    started: bool = False
-    ended: bool = False
-    device: str = ""
-    n_params: int = 0
-    step: int = 0
-    elapsed_s: float = 0.0
-    grad_norm: float | None = None
-    best_val_loss: float | None = None
-
-    def finished(self, job: Job, status: str, trace: str) -> RunFinished:
-        spec = job.spec
-        lines = [line for line in trace.strip().splitlines() if line.strip()]
-        result = RunResult(
-            run_id=job.run_id,
-            status=status,
-            step=self.step,
-            tokens=self.step * spec.batch_size * spec.block_size,
-            n_params=self.n_params,
-            device=self.device or spec.device,
-            wall_s=self.elapsed_s,
-            best_val_loss=self.best_val_loss,
-            final_grad_norm=self.grad_norm,
-            error=lines[0] if lines else status,
-        )
-        return RunFinished(job.run_id, result, traceback=trace)
-
-
-@dataclass
 class _Task:
     jobs: list[Job]
     gen: Any  # ray.ObjectRefGenerator
     worker: WorkerStarted | None = None
-    runs: dict[str, _RunSoFar] = field(default_factory=dict)
+    runs: dict[str, RunLedger] = field(default_factory=dict)  # what the driver heard of each
     told: set[str] = field(default_factory=set)  # run ids the board knows are stopped
     told_at: float = 0.0
     cancelled: bool = False
     done: bool = False
 
     def __post_init__(self) -> None:
-        self.runs = {job.run_id: _RunSoFar() for job in self.jobs}
+        self.runs = {j.run_id: RunLedger.observing(j.run_id, j.spec, j.resume) for j in self.jobs}
 
-    def track(self, event: object) -> None:
-        run = self.runs.get(getattr(event, "run_id", None))
-        if run is None:
-            return
-        if isinstance(event, RunStarted):
-            run.started, run.device, run.n_params = True, event.device, event.n_params
-            run.step = event.start_step
-        elif isinstance(event, StepLogged):
-            run.step, run.elapsed_s, run.grad_norm = event.step, event.elapsed_s, event.grad_norm
-        elif isinstance(event, EvalLogged):
-            best = run.best_val_loss
-            run.best_val_loss = event.val_loss if best is None else min(best, event.val_loss)
-        elif isinstance(event, CheckpointSaved):
-            run.step = max(run.step, event.step)
-        elif isinstance(event, RunFinished):
-            run.ended = True
+    def track(self, event: Event) -> None:
+        run = self.runs.get(event.run_id)
+        if run is not None:
+            run.observe(event)

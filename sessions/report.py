@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from core import stats
-from core.events import DONE_STATUSES
+from core.status import DONE as DONE_STATUSES
 from sessions import figures
 from sessions.store import SessionError
 

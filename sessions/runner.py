@@ -1,29 +1,34 @@
-"""Run a session's queue: hand runs to an executor, write every event, then pass it on."""
+"""Run a session's queue: hand runs to an executor, write every event, then pass it on.
+
+The runner owns the one queue of a session's training: front ends enqueue, cancel and observe;
+they keep no copy of it. Every event is written into the session before anyone else sees it. If
+writing fails (a full disk), the study stops with ``core.events.SinkError``: the runs in flight
+are left as they are on disk (interrupted, resumable from their last checkpoint).
+"""
 
 from __future__ import annotations
 
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from core.events import RunFinished, RunStarted
-from sessions.executors import Executor, Job, failed, make_executor
+from core.events import Event, EventSink, SinkError
+from core.ledger import RunLedger
+from core.status import RESTARTABLE, TODO, RunStatus
+from sessions.executors import Executor, Job, make_executor
 from sessions.store import Session, SessionError
-
-TODO = ("pending", "interrupted", "cancelled")
 
 
 class StudyRunner:
-    """Trains a session's unfinished runs; cancel one run or all from any thread."""
+    """Trains a session's unfinished runs; enqueue, cancel one run or all from any thread."""
 
     def __init__(
         self,
         session: Session,
         corpus: Any,
         *,
-        on_event: Callable[[object], None] | None = None,
+        on_event: EventSink | None = None,
         group: bool | None = None,
         executor: str | Executor = "local",
         device: str | None = None,
@@ -41,6 +46,15 @@ class StudyRunner:
         self._queue: deque[str] = deque()
         self._stops: dict[str, threading.Event] = {}
         self._stopping = False
+        self._draining = False
+
+    # -- what is queued and what trains ----------------------------------------------------------
+
+    @property
+    def queued(self) -> list[str]:
+        """Run ids waiting for the executor, in order."""
+        with self._mutex:
+            return list(self._queue)
 
     @property
     def active(self) -> set[str]:
@@ -48,9 +62,15 @@ class StudyRunner:
         with self._mutex:
             return set(self._stops)
 
+    @property
+    def draining(self) -> bool:
+        """A ``drain`` is training the queue now."""
+        with self._mutex:
+            return self._draining
+
     def todo(self, run_ids: list[str] | None = None, *, retry_failed: bool = False) -> list[str]:
         """What run() would train, in queue order: unfinished runs (and failed ones if asked)."""
-        wanted = TODO + (("failed",) if retry_failed else ())
+        wanted = RESTARTABLE if retry_failed else TODO
         records = self.session.runs()
         if run_ids is not None:
             known = {r.run_id for r in records}
@@ -60,27 +80,52 @@ class StudyRunner:
             records = [r for r in records if r.run_id in set(run_ids)]
         return [r.run_id for r in records if r.status in wanted]
 
-    def run(self, run_ids: list[str] | None = None, *, retry_failed: bool = False) -> None:
-        """Train the given runs, or every unfinished one; returns when the queue is done."""
+    # -- the queue -----------------------------------------------------------------------------
+
+    def enqueue(self, run_ids: list[str] | None = None, *, retry_failed: bool = False) -> list[str]:
+        """Queue runs (default: every unfinished one) that are not queued or training already.
+
+        Returns the ids added, in order. ``drain`` trains them.
+        """
+        todo = self.todo(run_ids, retry_failed=retry_failed)
         with self._mutex:
-            self._stopping = False
-            self._queue = deque(self.todo(run_ids, retry_failed=retry_failed))
-        while True:
-            with self._mutex:
-                if self._stopping or not self._queue:
-                    return
-                n = min(self.executor.capacity, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(n)]
+            added = [r for r in todo if r not in self._queue and r not in self._stops]
+            self._queue.extend(added)
+            if added:
+                self._stopping = False
+            return added
+
+    def drain(self) -> None:
+        """Train the queue until it is empty or cancel_all(); one drain at a time (a second call
+        returns at once). Raises SinkError when the session cannot be written."""
+        with self._mutex:
+            if self._draining:
+                return
+            self._draining = True
+        try:
+            while batch := self._next_batch():
                 stops = {run_id: threading.Event() for run_id in batch}
-                self._stops.update(stops)
-            try:
-                jobs = [job for job in map(self._prepare, batch) if job is not None]
-                if jobs:
-                    self._execute(jobs, stops)
-            finally:
                 with self._mutex:
-                    for run_id in batch:
-                        self._stops.pop(run_id, None)
+                    self._stops.update(stops)
+                try:
+                    jobs = [job for job in map(self._prepare, batch) if job is not None]
+                    if jobs:
+                        self._execute(jobs, stops)
+                finally:
+                    with self._mutex:
+                        for run_id in batch:
+                            self._stops.pop(run_id, None)
+        except SinkError:
+            self.cancel_all()
+            raise
+        finally:
+            with self._mutex:
+                self._draining = False
+
+    def run(self, run_ids: list[str] | None = None, *, retry_failed: bool = False) -> None:
+        """Queue the given runs (default: every unfinished one) and train until done."""
+        self.enqueue(run_ids, retry_failed=retry_failed)
+        self.drain()
 
     def cancel(self, run_id: str) -> None:
         """Stop a run in flight (it ends "cancelled", resumable) or take it out of the queue."""
@@ -91,12 +136,23 @@ class StudyRunner:
                 self._stops[run_id].set()
 
     def cancel_all(self) -> None:
-        """Cancel the runs in flight and stop the queue."""
+        """Cancel the runs in flight and empty the queue."""
         with self._mutex:
             self._stopping = True
             self._queue.clear()
             for stop in self._stops.values():
                 stop.set()
+
+    def _next_batch(self) -> list[str]:
+        """As many queued runs as the executor takes at once (empty: the drain is over)."""
+        with self._mutex:
+            if self._stopping:
+                self._queue.clear()
+                return []
+            n = min(self.executor.capacity, len(self._queue))
+            return [self._queue.popleft() for _ in range(n)]
+
+    # -- one batch -------------------------------------------------------------------------------
 
     def _prepare(self, run_id: str) -> Job | None:
         spec = self.session.spec(run_id)
@@ -105,33 +161,42 @@ class StudyRunner:
         try:
             state = self.session.begin(run_id)
         except Exception:  # e.g. an unreadable resume.pt: this run fails, the queue goes on
-            self._emit(failed(run_id, spec, traceback.format_exc()))
+            ledger = RunLedger.observing(run_id, spec)
+            self._emit(ledger.end(RunStatus.FAILED, trace=traceback.format_exc()))
             return None
         return Job(run_id, spec, state)
 
     def _execute(self, jobs: list[Job], stops: dict[str, threading.Event]) -> None:
-        started: set[str] = set()
-        ended: set[str] = set()
+        """Run ``jobs`` on the executor; any that it left without an end are ended "failed"."""
+        ledgers = {
+            job.run_id: RunLedger.observing(job.run_id, job.spec, job.resume) for job in jobs
+        }
 
-        def emit(event: object) -> None:
-            if isinstance(event, RunStarted):
-                started.add(event.run_id)
-            elif isinstance(event, RunFinished):
-                ended.add(event.run_id)
+        def emit(event: Event) -> None:
+            if event.run_id in ledgers:
+                ledgers[event.run_id].observe(event)
             self._emit(event)
 
         try:
             self.executor.execute(jobs, self.corpus, emit, stops)
             trace = "RuntimeError: the executor returned without the run's RunFinished\n"
+        except SinkError:
+            raise
         except Exception:
             trace = traceback.format_exc()
         for job in jobs:
-            skipped = job.run_id not in started and stops[job.run_id].is_set()
-            if job.run_id not in ended and not skipped:
-                step = self.session.run(job.run_id).step
-                self._emit(failed(job.run_id, job.spec, trace, step))
+            ledger = ledgers[job.run_id]
+            skipped = not ledger.started and stops[job.run_id].is_set()
+            if not ledger.ended and not skipped:
+                self._emit(ledger.end(RunStatus.FAILED, trace=trace))
 
-    def _emit(self, event: object) -> None:
-        self.session.record(event)
-        if self.on_event is not None:
-            self.on_event(event)
+    def _emit(self, event: Event) -> None:
+        """Write the event into the session, then pass it on; a failure of either stops all."""
+        try:
+            self.session.record(event)
+            if self.on_event is not None:
+                self.on_event(event)
+        except SinkError:
+            raise
+        except Exception as err:
+            raise SinkError(f"{type(err).__name__}: {err}") from err

@@ -47,8 +47,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.events import (
-    DONE_STATUSES,
-    STATUSES,
     CheckpointSaved,
     EvalLogged,
     RunFinished,
@@ -57,6 +55,8 @@ from core.events import (
     StepLogged,
 )
 from core.spec import FIELD_NAMES, RunSpec, SpecError, Study
+from core.status import DONE as DONE_STATUSES
+from core.status import STATUS_ORDER as STATUSES
 from sessions import atomic
 from sessions.provenance import now_iso
 

@@ -7,8 +7,15 @@ import threading
 
 import pytest
 
-from core.engine import lr_at, train
-from core.events import CheckpointSaved, EvalLogged, RunFinished, RunStarted, StepLogged
+from core.engine import build_model, train
+from core.events import (
+    CheckpointSaved,
+    EvalLogged,
+    RunFinished,
+    RunStarted,
+    SinkError,
+    StepLogged,
+)
 from core.spec import RunSpec
 
 METRICS = (
@@ -20,6 +27,11 @@ METRICS = (
     "accuracy",
     "macro_accuracy",
     "embed_norm",
+    "max_logit",
+    "max_attn_logit",
+    "max_grad_norm",
+    "loss_spikes",
+    "grad_spikes",
 )
 
 
@@ -126,22 +138,39 @@ def test_absurd_learning_rate_diverges_without_raising(corpus, tiny_spec):
 
 
 def test_a_failing_run_reports_failed_with_traceback(corpus, tiny_spec):
-    spec = tiny_spec
-
-    def explode(event):
-        if isinstance(event, StepLogged) and event.step == 2:
-            raise RuntimeError("disk on fire")
-
+    checkpoints = []
+    train(tiny_spec, corpus, lambda e: isinstance(e, CheckpointSaved) and checkpoints.append(e))
+    state = dict(checkpoints[0].state)
+    state["model"] = {k: v[:1] for k, v in state["model"].items()}  # wrong shapes: cannot load
     events = []
-    result = train(spec, corpus, lambda e: (events.append(e), explode(e)))
-    assert result.status == "failed" and "disk on fire" in result.error
+    result = train(tiny_spec, corpus, events.append, resume=state)
+    assert result.status == "failed" and "loading state_dict" in result.error
+    assert result.n_params == build_model(tiny_spec, corpus.vocab_size).n_params()
     assert isinstance(events[-1], RunFinished) and "Traceback" in events[-1].traceback
+
+
+def test_a_failing_event_sink_is_not_the_runs_failure(corpus, tiny_spec):
+    """A sink that raises (a full disk under the session) stops training with SinkError; the
+    sink is not called again to record a "failed" run."""
+    calls = []
+
+    def full_disk(event):
+        calls.append(event)
+        if isinstance(event, StepLogged) and event.step == 2:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(SinkError) as caught:
+        train(tiny_spec, corpus, full_disk)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert "No space left on device" in str(caught.value)
+    assert isinstance(calls[-1], StepLogged) and calls[-1].step == 2
+    assert not any(isinstance(e, RunFinished) for e in calls)
 
 
 def test_cosine_schedule_with_warmup():
     spec = RunSpec(schedule="cosine", warmup_iters=10, iters=110, lr=1e-3, min_lr=1e-4)
-    assert lr_at(spec, 0) == pytest.approx(1e-4)
-    assert lr_at(spec, 9) == pytest.approx(1e-3)
-    assert lr_at(spec, 60) == pytest.approx(5.5e-4)
-    assert lr_at(spec, 110) == pytest.approx(1e-4)
-    assert lr_at(RunSpec(), 299) == 3e-4
+    assert spec.lr_at(0) == pytest.approx(1e-4)
+    assert spec.lr_at(9) == pytest.approx(1e-3)
+    assert spec.lr_at(60) == pytest.approx(5.5e-4)
+    assert spec.lr_at(110) == pytest.approx(1e-4)
+    assert RunSpec().lr_at(299) == 3e-4

@@ -26,3 +26,11 @@ AddressOption = Annotated[
 GpusPerRunOption = Annotated[
     float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run, e.g. 0.25.")
 ]
+
+
+def check_ray_flags(executor: str, address: str | None, gpus_per_run: float | None) -> None:
+    """Ray's flags without --executor ray: one line, exit 2."""
+    from labtui.errors import fail
+
+    if executor != "ray" and (address is not None or gpus_per_run is not None):
+        fail("--address and --gpus-per-run go with --executor ray")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from core.spec import FIELD_NAMES, RunSpec, SpecError, Study
+from core.status import RESUMABLE, RunStatus
 from labtui.commands.options import (
     AddressOption,
     DataOption,
@@ -19,6 +20,7 @@ from labtui.commands.options import (
     GpusPerRunOption,
     GroupOption,
     RootOption,
+    check_ray_flags,
 )
 from labtui.errors import fail
 
@@ -183,7 +185,6 @@ def run(
     """
     options = dict(locals())
     given = {k: v for k, v in options.items() if k in GRID_FLAGS and v is not None}
-    from sessions.executors import make_executor
     from sessions.store import SessionError
 
     if resume is not None and (study is not None or given or order or session):
@@ -202,51 +203,33 @@ def run(
         except SpecError as err:
             fail(str(err))
         _check_device(the_study.base.device)
-        the_study = _fast_precision_on_cuda(the_study, text, given)
     elif device is not None:
         try:
             RunSpec(device=device)
         except SpecError as err:
             fail(str(err))
         _check_device(device)
+    from sessions.startup import create_session, open_session, start_executor
+
+    check_ray_flags(executor, address, gpus_per_run)
     try:
-        the_executor = make_executor(
+        the_executor = start_executor(
             executor,
             group=group,
             address=address,
             gpus_per_run=gpus_per_run,
             device=the_study.base.device if resume is None else device or "auto",
         )
-        if executor == "ray":
-            the_executor.connect()  # start or join Ray now: a bad address is one clear line
     except SessionError as err:
         fail(str(err))
     corpus = _load_corpus(data)
 
-    from sessions.provenance import collect
-    from sessions.store import Session
-
     try:
         if resume is not None:
-            the_session = Session.open(root, resume, write=True)
-            want = the_session.provenance.get("corpus_sha256")
-            if want and want != corpus.sha256:
-                the_session.close()
-                fail(
-                    f"this corpus (sha256 {corpus.sha256[:12]}) is not the session's ({want[:12]})"
-                )
+            the_session = open_session(root, resume, corpus)
         else:
-            the_session = Session.create(
-                root,
-                the_study,
-                name=session,
-                provenance=collect(
-                    corpus,
-                    the_study.base.device,
-                    precision=the_study.base.precision,
-                    executor=executor,
-                    grouped=getattr(the_executor, "group", None),
-                ),
+            the_session = create_session(
+                root, the_study, corpus, name=session, executor=the_executor
             )
     except SessionError as err:
         fail(str(err))
@@ -276,7 +259,7 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
     plan = {}
     for run_id in todo:
         record = records[run_id]
-        resumes = record.status in ("interrupted", "cancelled")
+        resumes = record.status in RESUMABLE
         plan[run_id] = record.spec.iters - (record.step if resumes else 0)
     errors: list[BaseException] = []
     cancelled = threading.Event()
@@ -308,8 +291,14 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
             if main:
                 signal.signal(signal.SIGINT, previous)
     if errors:
+        from core.events import SinkError
         from sessions.store import SessionError
 
+        if isinstance(errors[0], SinkError):
+            fail(
+                f"cannot write session {session.name} ({errors[0]}); the study stopped. Its runs "
+                f"are saved up to their last checkpoint: `labtui run --resume {session.name}`"
+            )
         if isinstance(errors[0], SessionError):
             fail(str(errors[0]))
         raise errors[0]
@@ -318,14 +307,14 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
     if cancelled.is_set():
         print(f"cancelled: resume with `labtui run --resume {session.name}`", file=sys.stderr)
         raise typer.Exit(130)
-    lost = [r for r, status in progress.ended.items() if status == "interrupted"]
+    lost = [r for r, status in progress.ended.items() if status == RunStatus.INTERRUPTED]
     if lost:  # a Ray worker or node died under these runs; their checkpoints are here
         print(
             f"labtui: {len(lost)} run(s) interrupted, see {session.path}/runs/{lost[0]}/error.txt;"
             f" resume with `labtui run --resume {session.name}`",
             file=sys.stderr,
         )
-    failed = [r for r, status in progress.ended.items() if status == "failed"]
+    failed = [r for r, status in progress.ended.items() if status == RunStatus.FAILED]
     if failed:
         print(
             f"labtui: {len(failed)} run(s) failed, see {session.path}/runs/{failed[0]}/error.txt",
@@ -344,7 +333,7 @@ def _counts(records) -> str:
 
 
 def _check_device(device: str) -> None:
-    from core.engine import resolve_device
+    from core.device import resolve_device
 
     try:
         resolve_device(device)
@@ -356,19 +345,3 @@ def _load_corpus(path: Path | None):
     from labtui.commands.data_cmd import load_or_fail
 
     return load_or_fail(path, progress=True)
-
-
-def _fast_precision_on_cuda(study: Study, study_text: str | None, flags: dict) -> Study:
-    """On CUDA, TF32 matmuls unless the user chose a precision (fp32 stays one flag away)."""
-    from core.engine import resolve_device
-
-    chosen = "precision" in flags or "precision" in _toml_base(study_text)
-    if chosen or not resolve_device(study.base.device).startswith("cuda"):
-        return study
-    return Study(base=study.base.replace(precision="tf32"), grid=study.grid, order=study.order)
-
-
-def _toml_base(text: str | None) -> dict:
-    import tomllib
-
-    return tomllib.loads(text).get("base", {}) if text else {}

@@ -11,7 +11,7 @@ def sessions(root: RootOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from core.events import STATUSES
+    from core.status import STATUS_ORDER as STATUSES
     from sessions.store import default_root, list_sessions
 
     where = root if root is not None else default_root()
