@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import platform
 import socket
 import subprocess
@@ -39,8 +40,6 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
     """
     import torch
 
-    import labtui
-
     try:
         from core.engine import device_name, resolve_device
 
@@ -50,7 +49,7 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
         resolved, name = device, f"unavailable ({err})"
     commit, dirty = git_state()
     return {
-        "labtui_version": labtui.__version__,
+        "labtui_version": labtui_version(),
         "git_commit": commit,
         "git_dirty": dirty,
         "python": platform.python_version(),
@@ -67,6 +66,14 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
         "corpus_sha256": None if corpus is None else corpus.sha256,
         **settings,
     }
+
+
+def labtui_version() -> str | None:
+    """The installed labtui package's version; None when it runs from a checkout not installed."""
+    try:
+        return importlib.metadata.version("labtui")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def now_iso() -> str:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from core.spec import FIELD_NAMES, RunSpec, SpecError, Study
+from core.status import RESUMABLE, RunStatus
 from labtui.commands.options import (
     AddressOption,
     DataOption,
@@ -276,7 +277,7 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
     plan = {}
     for run_id in todo:
         record = records[run_id]
-        resumes = record.status in ("interrupted", "cancelled")
+        resumes = record.status in RESUMABLE
         plan[run_id] = record.spec.iters - (record.step if resumes else 0)
     errors: list[BaseException] = []
     cancelled = threading.Event()
@@ -318,14 +319,14 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
     if cancelled.is_set():
         print(f"cancelled: resume with `labtui run --resume {session.name}`", file=sys.stderr)
         raise typer.Exit(130)
-    lost = [r for r, status in progress.ended.items() if status == "interrupted"]
+    lost = [r for r, status in progress.ended.items() if status == RunStatus.INTERRUPTED]
     if lost:  # a Ray worker or node died under these runs; their checkpoints are here
         print(
             f"labtui: {len(lost)} run(s) interrupted, see {session.path}/runs/{lost[0]}/error.txt;"
             f" resume with `labtui run --resume {session.name}`",
             file=sys.stderr,
         )
-    failed = [r for r, status in progress.ended.items() if status == "failed"]
+    failed = [r for r, status in progress.ended.items() if status == RunStatus.FAILED]
     if failed:
         print(
             f"labtui: {len(failed)} run(s) failed, see {session.path}/runs/{failed[0]}/error.txt",
