@@ -13,11 +13,10 @@ import pandas as pd
 
 from core import events as ev
 from core.spec import RunSpec
-from core.status import DONE as DONE_STATUSES
+from core.status import DONE, RunStatus
 
 CURVES = ("step", "tokens", "elapsed_s", "loss", "grad_norm", "embed_norm")
 EVAL_CURVES = ("step", "tokens", "elapsed_s", "val_loss", "val_ppl")
-ACTIVE = ("running",)
 
 
 def _columns(names) -> dict[str, list[float]]:
@@ -28,7 +27,7 @@ def _columns(names) -> dict[str, list[float]]:
 class RunView:
     run_id: str
     spec: RunSpec
-    status: str = "pending"
+    status: RunStatus = RunStatus.PENDING
     step: int = 0
     result: ev.RunResult | None = None
     error: str | None = None  # traceback of a failed run
@@ -59,12 +58,8 @@ class RunView:
     def apply(self, event: object) -> None:
         """Update from one engine event."""
         if isinstance(event, ev.RunStarted):
-            self.status, self.step, self.error, self.result = (
-                "running",
-                event.start_step,
-                None,
-                None,
-            )
+            self.status, self.step = RunStatus.RUNNING, event.start_step
+            self.error = self.result = None
             self._truncate(event.start_step)  # a resumed run repeats the steps after its checkpoint
         elif isinstance(event, ev.StepLogged):
             self.step = event.step
@@ -75,7 +70,7 @@ class RunView:
                 self.evals[name].append(getattr(event, name))
         elif isinstance(event, ev.RunFinished):
             self.result = event.result
-            self.status = event.result.status
+            self.status = RunStatus(event.result.status)
             self.step = max(self.step, event.result.step)
             self.error = event.traceback or event.result.error
 
@@ -111,7 +106,7 @@ def overall_progress(views) -> tuple[int, int]:
     done = total = 0
     for v in views:
         total += v.spec.iters
-        done += v.spec.iters if v.status in DONE_STATUSES else min(v.step, v.spec.iters)
+        done += v.spec.iters if v.status in DONE else min(v.step, v.spec.iters)
     return done, total
 
 

@@ -85,3 +85,10 @@ def last_line(path: Path, chunk: int = 4096) -> str | None:
         return None
     lines = tail[: tail.rfind("\n") + 1].splitlines()
     return lines[-1] if lines else None
+
+
+def remove(*paths: Path) -> None:
+    """Delete files; one that is already gone is fine."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()

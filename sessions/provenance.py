@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import platform
 import socket
 import subprocess
@@ -40,8 +41,6 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
     """
     import torch
 
-    import labtui
-
     try:
         from core.device import device_name, resolve_device
 
@@ -51,7 +50,7 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
         resolved, name = device, f"unavailable ({err})"
     commit, dirty = git_state()
     return {
-        "labtui_version": labtui.__version__,
+        "labtui_version": labtui_version(),
         "git_commit": commit,
         "git_dirty": dirty,
         "python": platform.python_version(),
@@ -69,6 +68,14 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
         "corpus_vocab_size": None if corpus is None else corpus.vocab_size,
         **settings,
     }
+
+
+def labtui_version() -> str | None:
+    """The installed labtui package's version; None when it runs from a checkout not installed."""
+    try:
+        return importlib.metadata.version("labtui")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def now_iso() -> str:

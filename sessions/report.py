@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from core import stats
-from core.status import DONE as DONE_STATUSES
+from core.status import DONE, STATUS_ORDER, RunStatus
 from sessions import figures
 from sessions.store import SessionError
 
@@ -26,7 +26,6 @@ CURVES = (  # figure file, metrics.csv column, y label, title, log scale
     ("embed_norm.png", "embed_norm", "first-block input norm", "first-block input norm", True),
 )
 FINAL_METRIC = "val_ppl"
-STATUS_ORDER = ("finished", "diverged", "running", "pending", "interrupted", "cancelled", "failed")
 
 
 @dataclass
@@ -40,7 +39,7 @@ class ReportResult:
     comparison: pd.DataFrame
     pairs: pd.DataFrame
     problems: list[str]  # budget check and unpaired seeds, one line each
-    status_counts: dict[str, int]
+    status_counts: dict[RunStatus, int]  # in STATUS_ORDER, statuses with no run left out
     planned: int  # runs in the study
     n_finished: int
     baseline: str
@@ -50,7 +49,7 @@ class ReportResult:
     @property
     def partial(self) -> bool:
         """Some runs are still to do (pending, running, interrupted, cancelled or failed)."""
-        done = sum(n for status, n in self.status_counts.items() if status in DONE_STATUSES)
+        done = sum(n for status, n in self.status_counts.items() if status in DONE)
         return done < self.planned
 
     @property
@@ -80,7 +79,7 @@ def write_report(session, out_dir: str | Path | None = None) -> ReportResult:
     )
     problems = stats.budget_check(df, axes) + _unpaired_lines(comparison, axes)
     counts = Counter(r.status for r in records)
-    status_counts = {s: counts[s] for s in sorted(counts, key=_status_rank)}
+    status_counts = {s: counts[s] for s in STATUS_ORDER if counts[s]}
     planned = max(len(study.specs()), len(records))
 
     result = ReportResult(
@@ -128,15 +127,11 @@ def _results(session, records) -> pd.DataFrame:
     if len(waiting):
         parts = [t for t in (df, waiting) if len(t)]
         df = pd.concat(parts, ignore_index=True).reindex(columns=df.columns)
-    for i in df.index[df["best_val_loss"].isna() & (df["status"] == stats.FINISHED)]:
+    for i in df.index[df["best_val_loss"].isna() & (df["status"] == RunStatus.FINISHED)]:
         evals = _read(session.evals, df.at[i, "run_id"])
         if evals is not None and "val_loss" in evals and evals["val_loss"].notna().any():
             df.at[i, "best_val_loss"] = float(evals["val_loss"].min())
     return df
-
-
-def _status_rank(status: str) -> int:
-    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
 
 
 def _read(reader, run_id) -> pd.DataFrame | None:

@@ -1,6 +1,6 @@
 """`labtui export`: a session's results, metrics or evaluations as CSV (no Textual, no GPU).
 
-Columns are stable; sessions.store's docstring lists them (results: run_id, variant, seed,
+Columns are stable; sessions.tables' docstring lists them (results: run_id, variant, seed,
 status, val_loss, val_bpc, val_ppl, best_val_loss, final_grad_norm, accuracy, macro_accuracy,
 embed_norm, n_params, iters, tokens, wall_s, device, then swept fields).
 """

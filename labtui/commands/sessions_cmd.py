@@ -11,7 +11,7 @@ def sessions(root: RootOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from core.status import STATUS_ORDER as STATUSES
+    from core.status import STATUS_ORDER, RunStatus
     from sessions.store import default_root, list_sessions
 
     where = root if root is not None else default_root()
@@ -22,7 +22,11 @@ def sessions(root: RootOption = None) -> None:
     if not found:
         console.print(f"no sessions in {where}", markup=False, highlight=False)
         return
-    shown = [st for st in STATUSES if st == "finished" or any(s.counts.get(st) for s in found)]
+    shown = [
+        st
+        for st in STATUS_ORDER
+        if st == RunStatus.FINISHED or any(s.counts.get(st) for s in found)
+    ]
     table = Table(title=str(where), title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("name", no_wrap=True)
     table.add_column("created", no_wrap=True)

@@ -1,0 +1,128 @@
+"""A session's tables: results.csv, each run's metrics.csv and evals.csv, and their exports.
+
+Stable columns (README):
+
+results.csv / ``export --what results``:
+    run_id, variant, seed, status, val_loss, val_bpc, val_ppl, best_val_loss, final_grad_norm,
+    accuracy, macro_accuracy, embed_norm, n_params, iters, tokens, wall_s, device,
+    then one column per swept study field other than variant and seed (e.g. lr, n_embd).
+    iters is the planned number of steps, tokens the training tokens actually seen, device the
+    device the run trained on; metrics are empty when the run never got there.
+metrics.csv (one row per optimizer step):
+    step, tokens, elapsed_s, loss, grad_norm, embed_norm, lr, tokens_per_s
+evals.csv (one row per full validation pass):
+    step, tokens, elapsed_s, val_loss, val_bpc, val_ppl
+``export --what metrics|evals`` puts run_id, variant, seed and the swept fields first; a swept
+field named like a column of the file gets a "spec_" prefix (an lr sweep: spec_lr is the
+run's peak lr, lr the scheduled lr of each step).
+
+results.csv is rebuilt from the runs' result.json files, which are the source of truth.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.spec import FIELD_NAMES, RunSpec, Study
+from sessions import atomic
+from sessions.errors import SessionError
+from sessions.records import read_result
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sessions.store import Session
+
+RESULT_COLUMNS = (
+    "run_id", "variant", "seed", "status", "val_loss", "val_bpc", "val_ppl", "best_val_loss",
+    "final_grad_norm", "accuracy", "macro_accuracy", "embed_norm", "n_params", "iters", "tokens",
+    "wall_s", "device",
+)  # fmt: skip
+METRIC_COLUMNS = (
+    "step", "tokens", "elapsed_s", "loss", "grad_norm", "embed_norm", "lr", "tokens_per_s",
+)  # fmt: skip
+EVAL_COLUMNS = ("step", "tokens", "elapsed_s", "val_loss", "val_bpc", "val_ppl")
+EXPORTS = ("results", "metrics", "evals")
+
+
+def axes(study: Study, specs: list[RunSpec]) -> list[str]:
+    """Swept fields other than variant and seed: the study's axes plus any that vary."""
+    names = list(study.axes)
+    for name in FIELD_NAMES:
+        varies = len({repr(getattr(s, name)) for s in specs}) > 1
+        if varies and name not in names and name not in ("variant", "seed"):
+            names.append(name)
+    return [n for n in names if n not in RESULT_COLUMNS]
+
+
+def results(session: Session) -> pd.DataFrame:
+    """One row per run with a result, columns RESULT_COLUMNS + swept fields."""
+    import pandas as pd
+
+    columns = [*RESULT_COLUMNS, *session.axes()]
+    return pd.DataFrame(_result_rows(session, columns), columns=columns)
+
+
+def write_results_csv(session: Session) -> None:
+    """Rebuild results.csv from the runs' result.json files."""
+    columns = [*RESULT_COLUMNS, *session.axes()]
+    atomic.write_csv(
+        session.path / "results.csv",
+        columns,
+        ([("" if v is None else v) for v in row] for row in _result_rows(session, columns)),
+    )
+
+
+def read_run_csv(path: Path, columns: tuple[str, ...], where: str) -> pd.DataFrame:
+    """A run's metrics.csv or evals.csv, complete lines only; ``where`` names the run in errors."""
+    import pandas as pd
+
+    text = atomic.complete_lines(path)
+    if not text.strip():
+        return pd.DataFrame(columns=list(columns))
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as err:
+        raise SessionError(f"{where} is broken: {path.name}: {err}") from None
+
+
+def export(session: Session, what: str = "results") -> pd.DataFrame:
+    """results, or every run's metrics / evals with run_id, variant, seed (+ axes) first."""
+    import pandas as pd
+
+    if what not in EXPORTS:
+        raise SessionError(f"unknown export {what!r}: choose {', '.join(EXPORTS)}")
+    if what == "results":
+        return results(session)
+    columns, read = (
+        (METRIC_COLUMNS, session.metrics) if what == "metrics" else (EVAL_COLUMNS, session.evals)
+    )
+    fields = ["variant", "seed", *session.axes()]
+    keys = ["run_id", *(f"spec_{f}" if f in columns else f for f in fields)]
+    frames = []
+    for run_id in session.run_ids():
+        frame = read(run_id)
+        if frame.empty:
+            continue
+        spec = session.spec(run_id)
+        frame.insert(0, "run_id", run_id)
+        for i, (key, name) in enumerate(zip(keys[1:], fields, strict=True)):
+            frame.insert(i + 1, key, getattr(spec, name))
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=[*keys, *columns])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _result_rows(session: Session, columns: list[str]) -> list[list[Any]]:
+    rows = []
+    for run_id in session.run_ids():
+        result = read_result(session.run_dir(run_id) / "result.json")
+        if result is None:
+            continue
+        spec = session.spec(run_id)
+        values = {**spec.to_dict(), **result.to_dict(), "iters": spec.iters}
+        rows.append([values.get(c) for c in columns])
+    return rows

@@ -1,0 +1,121 @@
+"""The files a run's training writes into its folder, written from engine events.
+
+Only the process holding the session's lock writes. metrics.csv and evals.csv get one flushed line
+per event and stay open while their run trains; every other file is replaced whole (atomic).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.events import CheckpointSaved, EvalLogged, RunFinished, RunStarted, StepLogged
+from core.spec import RunSpec
+from core.status import DONE
+from sessions import atomic
+from sessions.records import step_of
+from sessions.tables import EVAL_COLUMNS, METRIC_COLUMNS
+
+
+class EventWriter:
+    """Writes engine events into the run folders under ``runs``.
+
+    ``live`` maps each run being recorded now to its last step; ``spec_of`` gives a run's spec
+    (saved beside its result).
+    """
+
+    def __init__(self, runs: Path, spec_of: Callable[[str], RunSpec]):
+        self.runs = runs
+        self.live: dict[str, int] = {}
+        self._spec_of = spec_of
+        self._files: dict[tuple[str, str], io.TextIOBase] = {}
+
+    def write(self, event: object) -> None:
+        """Write one engine event into its run's folder."""
+        if isinstance(event, StepLogged):
+            self.live[event.run_id] = event.step
+            values = [getattr(event, c) for c in METRIC_COLUMNS]
+            self._append(event.run_id, "metrics.csv", METRIC_COLUMNS, values)
+        elif isinstance(event, EvalLogged):
+            values = [getattr(event, c) for c in EVAL_COLUMNS]
+            self._append(event.run_id, "evals.csv", EVAL_COLUMNS, values)
+        elif isinstance(event, CheckpointSaved):
+            import torch
+
+            name = "checkpoint.pt" if event.final else "resume.pt"
+            atomic.write_with(self.runs / event.run_id / name, lambda f: torch.save(event.state, f))
+        elif isinstance(event, RunStarted):
+            spec_file = self.runs / event.run_id / "spec.json"
+            if not spec_file.exists():
+                atomic.write_json(spec_file, event.spec.to_dict())
+            self.live[event.run_id] = event.start_step
+        elif isinstance(event, RunFinished):
+            self._finish(event)
+        else:
+            raise TypeError(f"not an engine event: {event!r}")
+
+    def rewind(self, run_id: str, step: int) -> None:
+        """Cut a run back to its resumable state at ``step``: CSV rows after it and its end go."""
+        for name, header in (("metrics.csv", METRIC_COLUMNS), ("evals.csv", EVAL_COLUMNS)):
+            self._truncate(run_id, name, header, step)
+        folder = self.runs / run_id
+        atomic.remove(folder / "result.json", folder / "error.txt")
+
+    def clear(self, run_id: str) -> None:
+        """Remove everything a run's training wrote, so that it starts over."""
+        self.close(run_id)
+        folder = self.runs / run_id
+        atomic.remove(
+            folder / "resume.pt",
+            folder / "checkpoint.pt",
+            folder / "metrics.csv",
+            folder / "evals.csv",
+            folder / "error.txt",
+            folder / "result.json",  # last: a kill half-way leaves the run as it was
+        )
+
+    def close(self, run_id: str | None = None) -> None:
+        """Close the open files of ``run_id``; with None, of every run, and no run is live."""
+        for key in [k for k in self._files if run_id is None or k[0] == run_id]:
+            self._files.pop(key).close()
+        if run_id is None:
+            self.live.clear()
+
+    def _finish(self, event: RunFinished) -> None:
+        run_id, result = event.run_id, event.result
+        folder = self.runs / run_id
+        self.close(run_id)
+        if event.traceback:
+            atomic.write_text(folder / "error.txt", event.traceback)
+        else:
+            atomic.remove(folder / "error.txt")
+        spec = self._spec_of(run_id).to_dict()
+        atomic.write_json(folder / "result.json", {**result.to_dict(), "spec": spec})
+        if result.status in DONE:
+            atomic.remove(folder / "resume.pt")
+        self.live.pop(run_id, None)
+
+    def _append(self, run_id: str, name: str, header: tuple[str, ...], values: list[Any]) -> None:
+        f = self._files.get((run_id, name))
+        if f is None:
+            path = self.runs / run_id / name
+            new = not path.exists() or path.stat().st_size == 0
+            f = open(path, "a", newline="")  # noqa: SIM115 - kept open while the run trains
+            if new:
+                f.write(atomic.csv_line(header))
+            self._files[(run_id, name)] = f
+        f.write(atomic.csv_line(values))
+        f.flush()
+
+    def _truncate(self, run_id: str, name: str, header: tuple[str, ...], step: int) -> None:
+        """Keep only the complete rows of ``name`` up to ``step`` (atomic rewrite)."""
+        self.close(run_id)
+        path = self.runs / run_id / name
+        text = atomic.complete_lines(path)
+        if not text:
+            return
+        lines = text.splitlines()[1:]
+        kept = [line for line in lines if step_of(line) is not None and step_of(line) <= step]
+        atomic.write_text(path, atomic.csv_line(header) + "".join(f"{x}\n" for x in kept))
