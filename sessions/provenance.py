@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import platform
 import socket
 import subprocess
@@ -39,10 +40,8 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
     """
     import torch
 
-    import labtui
-
     try:
-        from core.engine import device_name, resolve_device
+        from core.device import device_name, resolve_device
 
         resolved = resolve_device(device)
         name = device_name(resolved)
@@ -50,7 +49,7 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
         resolved, name = device, f"unavailable ({err})"
     commit, dirty = git_state()
     return {
-        "labtui_version": labtui.__version__,
+        "labtui_version": labtui_version(),
         "git_commit": commit,
         "git_dirty": dirty,
         "python": platform.python_version(),
@@ -65,8 +64,18 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
         "started": now_iso(),
         "corpus_source": None if corpus is None else str(corpus.source),
         "corpus_sha256": None if corpus is None else corpus.sha256,
+        # the characters in token-id order: a copied session can still decode its samples
+        "corpus_vocab": None if corpus is None else "".join(corpus.itos),
         **settings,
     }
+
+
+def labtui_version() -> str:
+    """The installed labtui's version, from the package metadata (pyproject's version)."""
+    try:
+        return importlib.metadata.version("labtui")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def now_iso() -> str:
