@@ -121,6 +121,12 @@ def prepare(path: str | Path) -> Corpus:
     return corpus
 
 
+def prepared_vocab(sha256: str) -> list[str] | None:
+    """The vocabulary of the text with this sha256 if its preparation is in the cache, else None."""
+    found = _vocab(cache_root() / "prepared" / sha256[:16], sha256)
+    return None if found is None else found[1]
+
+
 def _read(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
@@ -194,13 +200,27 @@ def _meta(folder: Path) -> dict | None:
         return None
 
 
-def _load(folder: Path, digest: str, source: Path) -> Corpus | None:
-    """The verified preparation in ``folder``, or None if it is missing or incomplete."""
+def _vocab(folder: Path, digest: str) -> tuple[dict, list[str]] | None:
+    """(meta, vocabulary) of the preparation of ``digest`` in ``folder``, or None."""
     meta = _meta(folder)
     if meta is None or meta.get("format") != FORMAT or meta.get("sha256") != digest:
         return None
     try:
         itos = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["itos"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(itos, list) or len(itos) != meta.get("vocab_size"):
+        return None
+    return meta, itos
+
+
+def _load(folder: Path, digest: str, source: Path) -> Corpus | None:
+    """The verified preparation in ``folder``, or None if it is missing or incomplete."""
+    found = _vocab(folder, digest)
+    if found is None:
+        return None
+    meta, itos = found
+    try:
         splits = {}
         for split in ("train", "val"):
             file = folder / f"{split}.bin"
@@ -210,8 +230,6 @@ def _load(folder: Path, digest: str, source: Path) -> Corpus | None:
                 return None
             splits[split] = np.memmap(file, dtype=np.uint16, mode="r")
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if len(itos) != meta["vocab_size"]:
         return None
     return Corpus(
         source=str(source),

@@ -1,3 +1,4 @@
-"""labtui: a terminal lab console for ablation studies of small GPT models."""
+"""labtui: a terminal lab console for ablation studies of small GPT models.
 
-__version__ = "0.1.0"
+The version is the package metadata's: sessions.provenance.labtui_version().
+"""

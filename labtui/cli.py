@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from labtui.commands import data_cmd, export_cmd, report_cmd, run_cmd, sessions_cmd
+from labtui.commands import (
+    data_cmd,
+    export_cmd,
+    report_cmd,
+    run_cmd,
+    sample_cmd,
+    sessions_cmd,
+)
 from labtui.commands.options import (
     AddressOption,
     DataOption,
@@ -18,10 +25,17 @@ from labtui.commands.options import (
 
 app = typer.Typer(
     help="labtui: a terminal lab console for controlled ablation studies of small GPT models.",
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from labtui.commands.version import version_text
+
+        print(version_text())
+        raise typer.Exit()
 
 
 @app.callback(invoke_without_command=True)
@@ -39,6 +53,12 @@ def console(
     address: AddressOption = None,
     gpus_per_run: GpusPerRunOption = None,
     group: GroupOption = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Show versions and exit."
+        ),
+    ] = False,
 ) -> None:
     """Open the lab console when no subcommand is given."""
     if ctx.invoked_subcommand is not None:
@@ -62,6 +82,7 @@ app.command("sessions")(sessions_cmd.sessions)
 app.command("export")(export_cmd.export)
 app.command("report")(report_cmd.report)
 app.command("data")(data_cmd.data)
+app.command("sample")(sample_cmd.sample)
 
 
 def main() -> None:

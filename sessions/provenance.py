@@ -66,16 +66,18 @@ def collect(corpus: Any = None, device: str = "auto", **settings: Any) -> dict[s
         "corpus_source": None if corpus is None else str(corpus.source),
         "corpus_sha256": None if corpus is None else corpus.sha256,
         "corpus_vocab_size": None if corpus is None else corpus.vocab_size,
+        # the characters in token-id order: a copied session can still decode its samples
+        "corpus_vocab": None if corpus is None else "".join(corpus.itos),
         **settings,
     }
 
 
-def labtui_version() -> str | None:
-    """The installed labtui package's version; None when it runs from a checkout not installed."""
+def labtui_version() -> str:
+    """The installed labtui's version, from the package metadata (pyproject's version)."""
     try:
         return importlib.metadata.version("labtui")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def now_iso() -> str:

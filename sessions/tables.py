@@ -4,14 +4,16 @@ Stable columns (README):
 
 results.csv / ``export --what results``:
     run_id, variant, seed, status, val_loss, val_bpc, val_ppl, best_val_loss, final_grad_norm,
-    accuracy, macro_accuracy, embed_norm, n_params, iters, tokens, wall_s, device,
+    accuracy, macro_accuracy, embed_norm, max_logit, max_attn_logit, max_grad_norm, loss_spikes,
+    grad_spikes, diverged_step, n_params, iters, tokens, wall_s, device, precision,
     then one column per swept study field other than variant and seed (e.g. lr, n_embd).
-    iters is the planned number of steps, tokens the training tokens actually seen, device the
-    device the run trained on; metrics are empty when the run never got there.
+    iters is the planned number of steps, tokens the training tokens actually seen, device and
+    precision what the run trained on; metrics are empty when the run never got there.
 metrics.csv (one row per optimizer step):
-    step, tokens, elapsed_s, loss, grad_norm, embed_norm, lr, tokens_per_s
+    step, tokens, elapsed_s, loss, grad_norm, embed_norm, lr, tokens_per_s, max_logit
 evals.csv (one row per full validation pass):
-    step, tokens, elapsed_s, val_loss, val_bpc, val_ppl
+    step, tokens, elapsed_s, val_loss, val_bpc, val_ppl, max_logit, max_attn_logit
+(core.metrics defines every metric.)
 ``export --what metrics|evals`` puts run_id, variant, seed and the swept fields first; a swept
 field named like a column of the file gets a "spec_" prefix (an lr sweep: spec_lr is the
 run's peak lr, lr the scheduled lr of each step).
@@ -37,13 +39,17 @@ if TYPE_CHECKING:
 
 RESULT_COLUMNS = (
     "run_id", "variant", "seed", "status", "val_loss", "val_bpc", "val_ppl", "best_val_loss",
-    "final_grad_norm", "accuracy", "macro_accuracy", "embed_norm", "n_params", "iters", "tokens",
-    "wall_s", "device",
+    "final_grad_norm", "accuracy", "macro_accuracy", "embed_norm", "max_logit", "max_attn_logit",
+    "max_grad_norm", "loss_spikes", "grad_spikes", "diverged_step", "n_params", "iters", "tokens",
+    "wall_s", "device", "precision",
 )  # fmt: skip
 METRIC_COLUMNS = (
     "step", "tokens", "elapsed_s", "loss", "grad_norm", "embed_norm", "lr", "tokens_per_s",
+    "max_logit",
 )  # fmt: skip
-EVAL_COLUMNS = ("step", "tokens", "elapsed_s", "val_loss", "val_bpc", "val_ppl")
+EVAL_COLUMNS = (
+    "step", "tokens", "elapsed_s", "val_loss", "val_bpc", "val_ppl", "max_logit", "max_attn_logit",
+)  # fmt: skip
 EXPORTS = ("results", "metrics", "evals")
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.events import CheckpointSaved, EvalLogged, RunFinished, RunStarted, StepLogged
+from core.events import CheckpointSaved, EvalLogged, Event, RunFinished, RunStarted, StepLogged
 from core.spec import RunSpec
 from core.status import DONE
 from sessions import atomic
@@ -32,29 +32,31 @@ class EventWriter:
         self._spec_of = spec_of
         self._files: dict[tuple[str, str], io.TextIOBase] = {}
 
-    def write(self, event: object) -> None:
+    def write(self, event: Event) -> None:
         """Write one engine event into its run's folder."""
-        if isinstance(event, StepLogged):
-            self.live[event.run_id] = event.step
-            values = [getattr(event, c) for c in METRIC_COLUMNS]
-            self._append(event.run_id, "metrics.csv", METRIC_COLUMNS, values)
-        elif isinstance(event, EvalLogged):
-            values = [getattr(event, c) for c in EVAL_COLUMNS]
-            self._append(event.run_id, "evals.csv", EVAL_COLUMNS, values)
-        elif isinstance(event, CheckpointSaved):
-            import torch
+        match event:
+            case StepLogged():
+                self.live[event.run_id] = event.step
+                values = [getattr(event, c) for c in METRIC_COLUMNS]
+                self._append(event.run_id, "metrics.csv", METRIC_COLUMNS, values)
+            case EvalLogged():
+                values = [getattr(event, c) for c in EVAL_COLUMNS]
+                self._append(event.run_id, "evals.csv", EVAL_COLUMNS, values)
+            case CheckpointSaved():
+                import torch
 
-            name = "checkpoint.pt" if event.final else "resume.pt"
-            atomic.write_with(self.runs / event.run_id / name, lambda f: torch.save(event.state, f))
-        elif isinstance(event, RunStarted):
-            spec_file = self.runs / event.run_id / "spec.json"
-            if not spec_file.exists():
-                atomic.write_json(spec_file, event.spec.to_dict())
-            self.live[event.run_id] = event.start_step
-        elif isinstance(event, RunFinished):
-            self._finish(event)
-        else:
-            raise TypeError(f"not an engine event: {event!r}")
+                name = "checkpoint.pt" if event.final else "resume.pt"
+                path = self.runs / event.run_id / name
+                atomic.write_with(path, lambda f: torch.save(event.state, f))
+            case RunStarted():
+                spec_file = self.runs / event.run_id / "spec.json"
+                if not spec_file.exists():
+                    atomic.write_json(spec_file, event.spec.to_dict())
+                self.live[event.run_id] = event.start_step
+            case RunFinished():
+                self._finish(event)
+            case _:
+                raise TypeError(f"not an engine event: {event!r}")
 
     def rewind(self, run_id: str, step: int) -> None:
         """Cut a run back to its resumable state at ``step``: CSV rows after it and its end go."""
