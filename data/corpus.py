@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data.source import DataError, cache_root, resolve_source
+from data.source import DataError, Progress, cache_root, resolve_source
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +76,7 @@ class Corpus:
 def load_corpus(
     path: str | Path | None = None,
     *,
-    progress: bool = False,
+    progress: Progress | None = None,
     url: str | None = None,
 ) -> Corpus:
     """Resolve the source (path, $LABTUI_DATA, cache, download), prepare it once, memory-map it."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 CANONICAL_URL = (
@@ -17,6 +17,8 @@ CANONICAL_URL = (
 CANONICAL_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 OFFLINE_HINT = "pass a local copy with --data PATH or set LABTUI_DATA=PATH"
 CHUNK = 1 << 16
+# Told (bytes received, total bytes or None) as a download goes; the front end draws it.
+Progress = Callable[[int, int | None], None]
 
 
 class DataError(Exception):
@@ -45,7 +47,7 @@ def sha256_file(path: Path) -> str:
 def resolve_source(
     path: str | Path | None = None,
     *,
-    progress: bool = False,
+    progress: Progress | None = None,
     url: str | None = None,
     timeout: float = 30.0,
 ) -> tuple[Path, str]:
@@ -68,7 +70,7 @@ def download(
     *,
     sha256: str = CANONICAL_SHA256,
     timeout: float = 30.0,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> Path:
     """Download ``url`` to ``dest``: temp file beside it, sha256 check, atomic rename.
 
@@ -101,19 +103,19 @@ def download(
     return dest
 
 
-def _fetch(url: str, out, *, timeout: float, progress: bool) -> str:
+def _fetch(url: str, out, *, timeout: float, progress: Progress | None) -> str:
     """Stream ``url`` into ``out``; return the sha256 of what arrived, complete or DataError."""
     h = hashlib.sha256()
     received = 0
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, _Bar(progress) as bar:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            bar.start(total)
             while chunk := resp.read(CHUNK):
                 out.write(chunk)
                 h.update(chunk)
                 received += len(chunk)
-                bar.advance(len(chunk))
+                if progress is not None:
+                    progress(received, total)
     except urllib.error.HTTPError as err:
         raise DataError(_offline(f"HTTP {err.code} {err.reason}")) from None
     except urllib.error.URLError as err:
@@ -139,38 +141,3 @@ def _makedirs(folder: Path) -> list[Path]:
     for f in missing:
         f.mkdir(exist_ok=True)
     return missing
-
-
-class _Bar:
-    """A rich progress bar on stderr, only when asked for and stderr is a terminal."""
-
-    def __init__(self, enabled: bool):
-        self.progress = None
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-            self.progress = Progress(
-                *Progress.get_default_columns(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-
-    def __enter__(self):
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def start(self, total: int | None) -> None:
-        if self.progress is not None:
-            self.task = self.progress.add_task("tiny Shakespeare", total=total)
-
-    def advance(self, n: int) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()

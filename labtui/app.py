@@ -541,7 +541,7 @@ def run_console(
 ) -> None:
     """Load the corpus and the session, then run the console. Bad input: one line, exit 2."""
     from core.spec import SpecError
-    from data import DataError, load_corpus
+    from labtui.commands.data_cmd import load_or_fail
     from labtui.commands.options import check_ray_flags
     from labtui.errors import fail
     from sessions.executors import make_executor
@@ -555,10 +555,7 @@ def run_console(
         )
     except (SpecError, SessionError) as err:
         fail(str(err))
-    try:
-        corpus = load_corpus(data, progress=True)
-    except DataError as err:
-        fail(str(err))
+    corpus = load_or_fail(data, progress=True)
     executor_label = None
     if executor == "ray":
         print("starting Ray…", file=sys.stderr)

@@ -150,3 +150,13 @@ def test_cli_bad_download_is_one_line_exit_2_and_cache_unchanged(server, corpus_
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("labtui: error: cannot download"), lines
     assert files_under(cache_root()) == before
+
+
+def test_download_reports_its_progress(server, tmp_path, corpus_path):
+    """The front end draws the bar; data only reports (received, total) as bytes arrive."""
+    seen = []
+    download(f"{server}/input.txt", tmp_path / "input.txt", progress=lambda *a: seen.append(a))
+    size = corpus_path.stat().st_size
+    assert seen and seen[-1] == (size, size)
+    received = [r for r, _ in seen]
+    assert received == sorted(received) and all(total == size for _, total in seen)

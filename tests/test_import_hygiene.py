@@ -48,15 +48,7 @@ def imported_packages(path) -> list[tuple[int, str]]:
     return found
 
 
-# data/source.py draws its download bar with rich inside a function; strict, so this marker must
-# go once the bar moves up to labtui.
-KNOWN = {"data": pytest.mark.xfail(reason="data/source.py imports rich", strict=True)}
-
-
-@pytest.mark.parametrize(
-    ("folder", "forbidden"),
-    [pytest.param(f, b, marks=KNOWN.get(f, ())) for f, b in LAYERS],
-)
+@pytest.mark.parametrize(("folder", "forbidden"), LAYERS)
 def test_no_upward_import_anywhere_in_the_source(folder, forbidden):
     """Imports inside functions count too: they run later, but they still point upwards."""
     files = sorted(ROOT.joinpath(folder).rglob("*.py"))
