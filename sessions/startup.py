@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.device import resolve_precision
-from core.spec import RunSpec, Study
+from core.spec import Study
 from sessions.executors import Executor, make_executor
 from sessions.provenance import collect
 from sessions.store import Session, SessionError
@@ -29,23 +29,10 @@ def resolve_study(study: Study) -> Study:
     return Study(base=base, grid=grid, order=study.order, description=study.description)
 
 
-def resolve_spec(spec: RunSpec) -> RunSpec:
-    return spec.replace(precision=resolve_precision(spec.precision, spec.device))
-
-
-def start_executor(
-    name: str = "local",
-    *,
-    group: bool | None = None,
-    address: str | None = None,
-    gpus_per_run: float | None = None,
-    device: str = "auto",
-) -> Executor:
-    """The executor called ``name``, connected (Ray is started or joined here, so that a bad
-    address is one clear error before any session is written)."""
-    executor = make_executor(
-        name, group=group, address=address, gpus_per_run=gpus_per_run, device=device
-    )
+def start_executor(name: str = "local", **options: Any) -> Executor:
+    """``make_executor(name, **options)``, connected: Ray is started or joined here, so that a
+    bad address is one clear error before any session is written."""
+    executor = make_executor(name, **options)
     if name == "ray":
         executor.connect()
     return executor
