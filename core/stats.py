@@ -10,6 +10,10 @@ difference is a percentile bootstrap over the pairs: every one of the n^n resamp
 n^n <= 100,000 (n <= 6 pairs), else ``resamples`` draws from np.random.default_rng(seed). The
 two-sided p-value is a sign-flip permutation test of the mean difference (scipy.stats): exact over
 all 2^n sign patterns when 2^n <= 100,000 (n <= 16), else Monte Carlo with the same fixed seed.
+
+The controls (none, scaled, <norm>-small, <norm>) form a 2 x 2 design, scale x normalization;
+``factorial`` gives its main effects and interaction as per-seed contrasts with the same
+interval and test.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from core.spec import VARIANTS
+from core.status import RunStatus
 
 # name -> (label, lower_is_better); None: no better direction (a norm is only described).
 METRICS: dict[str, tuple[str, bool | None]] = {
@@ -35,7 +40,7 @@ METRICS: dict[str, tuple[str, bool | None]] = {
     "embed_norm": ("embedding norm", None),
 }
 EXACT_LIMIT = 100_000  # enumerate resamples / sign patterns up to this many
-FINISHED = "finished"
+FINISHED = RunStatus.FINISHED
 
 
 def finished(df: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +60,7 @@ def metrics_in(df: pd.DataFrame) -> list[str]:
     return [m for m in METRICS if m in df.columns and df[m].notna().any()]
 
 
-def _cells(df: pd.DataFrame, axes) -> list[tuple[dict, pd.DataFrame]]:
+def cells(df: pd.DataFrame, axes) -> list[tuple[dict, pd.DataFrame]]:
     """Split ``df`` by the values of ``axes``: [({axis: value}, rows)], one entry when no axes."""
     axes = list(axes)
     if not axes:
@@ -83,7 +88,7 @@ def summarize(df: pd.DataFrame, axes=(), metrics=None) -> pd.DataFrame:
     df = finished(df)
     metrics = metrics_in(df) if metrics is None else list(metrics)
     rows = []
-    for cell, cell_df in _cells(df, axes):
+    for cell, cell_df in cells(df, axes):
         for variant in variant_order(cell_df["variant"]):
             vdf = cell_df[cell_df["variant"] == variant]
             for metric in metrics:
@@ -114,7 +119,7 @@ def paired_differences(df: pd.DataFrame, metric: str, baseline: str = "none", ax
     """
     df = finished(df)
     rows = []
-    for cell, cell_df in _cells(df, axes):
+    for cell, cell_df in cells(df, axes):
         cell_df = cell_df.dropna(subset=[metric]).drop_duplicates(["variant", "seed"], keep="last")
         base = cell_df[cell_df["variant"] == baseline].set_index("seed")[metric]
         for variant in variant_order(cell_df["variant"]):
@@ -191,21 +196,28 @@ def sign_flip_p(diffs, resamples: int = 10_000, seed: int = 0) -> tuple[float, s
     return float(result.pvalue), "exact" if exact else "monte carlo"
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
+def fmt(value) -> str:
+    """A number as tables and verdicts print it: 4 significant digits, '–' when missing."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value)
 
 
-def verdict(variant: str, metric: str, n: int, mean_diff, rel_pct, ci, p) -> str:
+def verdict(
+    variant: str, metric: str, n: int, mean_diff, rel_pct, ci, p, unit: str = "pairs"
+) -> str:
     """One line in words, e.g. "layernorm lowers val PPL by 0.52 (-3.1%) [95% CI ...], p = ..."."""
     label = METRICS.get(metric, (metric, None))[0]
     if n < 2:
-        return f"{variant}: not enough pairs to compare {label} (n = {n} pairs)"
-    tail = f"[95% CI {_fmt(ci[0])}, {_fmt(ci[1])}], p = {p:.3g}, n = {n} pairs"
+        return f"{variant}: not enough {unit} to compare {label} (n = {n} {unit})"
+    tail = f"[95% CI {fmt(ci[0])}, {fmt(ci[1])}], p = {p:.3g}, n = {n} {unit}"
     if mean_diff == 0:
         return f"{variant}: no difference in {label} {tail}"
     verb = "lowers" if mean_diff < 0 else "raises"
     rel = "" if not math.isfinite(rel_pct) else f" ({rel_pct:+.1f}%)"
-    line = f"{variant} {verb} {label} by {_fmt(abs(mean_diff))}{rel} {tail}"
+    line = f"{variant} {verb} {label} by {fmt(abs(mean_diff))}{rel} {tail}"
     return line + ("; the CI includes 0" if ci[0] <= 0 <= ci[1] else "")
 
 
@@ -237,7 +249,7 @@ def compare(
     fin = finished(df)
     metrics = metrics_in(fin) if metrics is None else list(metrics)
     rows = []
-    for cell, cell_df in _cells(fin, axes):
+    for cell, cell_df in cells(fin, axes):
         variants = [v for v in variant_order(cell_df["variant"]) if v != baseline]
         for metric in metrics:
             valid = cell_df.dropna(subset=[metric])
@@ -256,14 +268,13 @@ def compare(
     return pd.DataFrame(rows, columns=[*axes, *COMPARE_COLUMNS])
 
 
-def _compare_one(variant, baseline, metric, pairs, resamples, seed) -> dict:
-    d = pairs["delta"].to_numpy(dtype=float)
+def _contrast(d: np.ndarray, metric: str, resamples: int, seed: int) -> dict:
+    """The statistics of per-seed differences ``d``: their mean, bootstrap CI, sign-flip p,
+    Cohen's d_z and the share of seeds where the difference is an improvement."""
     n = len(d)
-    base_mean = pairs["baseline_value"].mean() if n else math.nan
     mean_diff = float(d.mean()) if n else math.nan
     if n and np.ptp(d) == 0:
         mean_diff = float(d[0])  # exact, not a rounded sum
-    rel = 100 * mean_diff / base_mean if n and base_mean != 0 else math.nan
     lo, hi, ci_method = bootstrap_ci(d, resamples, seed)
     p, p_method = sign_flip_p(d, resamples, seed)
     sd = d.std(ddof=1) if n > 1 else math.nan
@@ -279,15 +290,8 @@ def _compare_one(variant, baseline, metric, pairs, resamples, seed) -> dict:
     else:
         p_improve = float(np.mean(d < 0 if lower_better else d > 0))
     return {
-        "variant": variant,
-        "baseline": baseline,
-        "metric": metric,
-        "label": METRICS.get(metric, (metric, None))[0],
-        "n_pairs": n,
-        "baseline_mean": base_mean,
-        "variant_mean": pairs["variant_value"].mean() if n else math.nan,
+        "n": n,
         "mean_diff": mean_diff,
-        "rel_change_pct": rel,
         "ci_low": lo,
         "ci_high": hi,
         "ci_method": ci_method,
@@ -295,7 +299,27 @@ def _compare_one(variant, baseline, metric, pairs, resamples, seed) -> dict:
         "p_method": p_method,
         "effect_size": effect,
         "p_improve": p_improve,
-        "verdict": verdict(variant, metric, n, mean_diff, rel, (lo, hi), p),
+    }
+
+
+def _compare_one(variant, baseline, metric, pairs, resamples, seed) -> dict:
+    c = _contrast(pairs["delta"].to_numpy(dtype=float), metric, resamples, seed)
+    n, mean_diff = c.pop("n"), c["mean_diff"]
+    base_mean = pairs["baseline_value"].mean() if n else math.nan
+    rel = 100 * mean_diff / base_mean if n and base_mean != 0 else math.nan
+    return {
+        "variant": variant,
+        "baseline": baseline,
+        "metric": metric,
+        "label": METRICS.get(metric, (metric, None))[0],
+        "n_pairs": n,
+        "baseline_mean": base_mean,
+        "variant_mean": pairs["variant_value"].mean() if n else math.nan,
+        "rel_change_pct": rel,
+        **c,
+        "verdict": verdict(
+            variant, metric, n, mean_diff, rel, (c["ci_low"], c["ci_high"]), c["p_value"]
+        ),
     }
 
 
@@ -310,7 +334,7 @@ def budget_check(df: pd.DataFrame, axes=()) -> list[str]:
     if len(unfinished):
         listing = ", ".join(f"{r.run_id} ({r.status})" for r in unfinished.itertuples())
         problems.append(f"{len(unfinished)} of {len(df)} runs not finished, left out: {listing}")
-    for cell, cell_df in _cells(finished(df), axes):
+    for cell, cell_df in cells(finished(df), axes):
         where = "".join(f" at {k}={v}" for k, v in cell.items())
         tokens = cell_df["tokens"].dropna()
         if tokens.nunique() > 1:
@@ -324,3 +348,116 @@ def budget_check(df: pd.DataFrame, axes=()) -> list[str]:
             listing = ", ".join(dups["run_id"].astype(str))
             problems.append(f"repeated variant/seed runs{where} (the last one is used): {listing}")
     return problems
+
+
+# ---- the 2 x 2 controls: scale x normalization ----------------------------------------------
+
+# Per normalization, its four variants in the order (scale, normalized): (small, no),
+# (large, no), (small, yes), (large, yes). "scaled" is the baseline's embedding at the normalized
+# variants' scale; "-small" normalizes and then scales down to the baseline's scale.
+FAMILIES: dict[str, tuple[str, str, str, str]] = {
+    norm: ("none", "scaled", f"{norm}-small", norm) for norm in ("layernorm", "rmsnorm")
+}
+FAMILY_ROLES = ("none", "scaled", "norm_small", "norm")  # column names of the four, any family
+# effect -> its per-seed value from the four (a = none, b = scaled, c = norm_small, d = norm)
+EFFECTS = {
+    "scale": lambda a, b, c, d: ((b - a) + (d - c)) / 2,  # large - small, mean over norm no/yes
+    "normalization": lambda a, b, c, d: ((c - a) + (d - b)) / 2,  # yes - no, mean over scales
+    "interaction": lambda a, b, c, d: (d - c) - (b - a),  # scale effect with norm - without
+}
+FACTORIAL_COLUMNS = (
+    "family", "effect", "metric", "label", "n_seeds", "estimate", "ci_low", "ci_high",
+    "ci_method", "p_value", "p_method", "effect_size", "verdict",
+)  # fmt: skip
+
+
+def factorial_families(df: pd.DataFrame) -> list[str]:
+    """The normalization families whose four variants all have finished runs in ``df``."""
+    present = set(finished(df)["variant"])
+    return [family for family, four in FAMILIES.items() if set(four) <= present]
+
+
+def factorial_contrasts(df: pd.DataFrame, family: str, metric: str, axes=()) -> pd.DataFrame:
+    """Per cell and seed with all four finished runs of ``family``: the four values and the
+    per-seed scale, normalization and interaction contrasts."""
+    four = FAMILIES[family]
+    rows = []
+    for cell, cell_df in cells(finished(df), axes):
+        cell_df = cell_df.dropna(subset=[metric]).drop_duplicates(["variant", "seed"], keep="last")
+        wide = cell_df.pivot(index="seed", columns="variant", values=metric)
+        if not set(four) <= set(wide.columns):
+            continue
+        wide = wide[list(four)].dropna().sort_index()
+        for seed, values in wide.iterrows():
+            v = [float(x) for x in values]
+            rows.append(
+                {
+                    **cell,
+                    "family": family,
+                    "metric": metric,
+                    "seed": int(seed),
+                    **dict(zip(FAMILY_ROLES, v, strict=True)),
+                    **{name: f(*v) for name, f in EFFECTS.items()},
+                }
+            )
+    columns = [*axes, "family", "metric", "seed", *FAMILY_ROLES, *EFFECTS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def factorial(
+    df: pd.DataFrame, axes=(), resamples: int = 10_000, seed: int = 0, metrics=None
+) -> pd.DataFrame:
+    """Main effects of scale and normalization and their interaction, per family present (see
+    ``factorial_families``) x cell x metric x effect.
+
+    Each effect is a per-seed contrast of the four runs of a seed, summarized like ``compare``
+    summarizes differences: estimate (mean over seeds), bootstrap ci_low/ci_high, sign-flip
+    p_value, effect_size (d_z) and a verdict line. Empty when no family is complete.
+    """
+    if resamples < 10_000:
+        raise ValueError(f"resamples must be at least 10,000, got {resamples}")
+    fin = finished(df)
+    metrics = metrics_in(fin) if metrics is None else list(metrics)
+    rows = []
+    for family in factorial_families(fin):
+        for metric in metrics:
+            contrasts = factorial_contrasts(fin, family, metric, axes)
+            for cell, _ in cells(fin, axes):
+                mask = np.ones(len(contrasts), dtype=bool)
+                for axis, value in cell.items():
+                    mask &= (contrasts[axis] == value).to_numpy()
+                for effect in EFFECTS:
+                    d = contrasts.loc[mask, effect].to_numpy(dtype=float)
+                    c = _contrast(d, metric, resamples, seed)
+                    rows.append(
+                        {
+                            **cell,
+                            "family": family,
+                            "effect": effect,
+                            "metric": metric,
+                            "label": METRICS.get(metric, (metric, None))[0],
+                            "n_seeds": c["n"],
+                            "estimate": c["mean_diff"],
+                            **{k: c[k] for k in ("ci_low", "ci_high", "ci_method")},
+                            **{k: c[k] for k in ("p_value", "p_method", "effect_size")},
+                            "verdict": _factorial_verdict(family, effect, metric, c),
+                        }
+                    )
+    return pd.DataFrame(rows, columns=[*axes, *FACTORIAL_COLUMNS])
+
+
+def _factorial_verdict(family: str, effect: str, metric: str, c: dict) -> str:
+    ci = (c["ci_low"], c["ci_high"])
+    if effect != "interaction":
+        what = "larger scale" if effect == "scale" else f"{family} normalization"
+        line = verdict(what, metric, c["n"], c["mean_diff"], math.nan, ci, c["p_value"], "seeds")
+        return f"{family} family: {line}"
+    label = METRICS.get(metric, (metric, None))[0]
+    if c["n"] < 2:
+        return f"{family} family: not enough seeds for the interaction on {label} (n = {c['n']})"
+    line = (
+        f"{family} family: interaction on {label} (scale effect with {family} minus without) "
+        f"{fmt(c['mean_diff'])} [95% CI {fmt(ci[0])}, {fmt(ci[1])}], "
+        f"p = {c['p_value']:.3g}, n = {c['n']} seeds"
+    )
+    return line + ("; the CI includes 0" if ci[0] <= 0 <= ci[1] else "")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 from core.stats import METRICS, t_interval, variant_order
 
@@ -168,3 +168,68 @@ def metric_vs_axis(summary: pd.DataFrame, metric: str, axis: str, axes, path: Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def tradeoff(table: pd.DataFrame, axis: str, path: Path, xlabel: str, x=None, others=()) -> Path:
+    """Final val PPL of the finished runs (mean, 95% t-interval) against a swept axis, one line
+    per variant (and cell of ``others``), from a core.tradeoff sweep table.
+
+    ``x`` maps an axis value to its position (e.g. iters to training tokens). Diverged runs have
+    no PPL: an x in a band above the data marks them, with their count.
+    """
+    fig, (ax,) = _figure(1)
+    variants = variant_order(table["variant"])
+    others = list(others)
+    position = (lambda v: x[v]) if x else (lambda v: v)
+    diverged = []  # (x, row of the band, color, count)
+    for row, ((variant, *rest), line) in enumerate(table.groupby(["variant", *others], sort=False)):
+        line = line.sort_values(axis)
+        color = _color(variant, variants.index(variant)) if not others else None
+        name = variant + (f" ({_cell_title(dict(zip(others, rest, strict=True)))})" if rest else "")
+        xs = np.array([position(v) for v in line[axis]], dtype=float)
+        mean = line["ppl_mean"].to_numpy(dtype=float)
+        yerr = np.vstack([mean - line["ppl_ci_low"], line["ppl_ci_high"] - mean])
+        bars = ax.errorbar(
+            xs, mean, yerr=np.nan_to_num(yerr), fmt="o-", capsize=3, color=color, label=name
+        )
+        color = bars.lines[0].get_color()
+        diverged += [(xp, row, color, n) for xp, n in zip(xs, line["n_diverged"], strict=True) if n]
+    xs = np.unique([position(v) for v in table[axis]]).astype(float)
+    if len(xs) and xs.min() > 0 and xs.max() / xs.min() >= 3:
+        ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{v:g}" for v in xs], minor=False)
+    ax.minorticks_off()
+    ppl = table[["ppl_ci_low", "ppl_mean", "ppl_ci_high"]].to_numpy(dtype=float)
+    ppl = ppl[np.isfinite(ppl)]
+    if len(ppl) and ppl.min() > 0 and ppl.max() / ppl.min() >= 3:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    if diverged:
+        _band_on_top(ax, len(table.groupby(["variant", *others])))
+        band = ax.get_xaxis_transform()  # x in data, y in axes fraction
+        for xpos, row, color, n in diverged:
+            y = 0.96 - 0.05 * row
+            ax.plot(xpos, y, "x", color=color, ms=7, mew=2, transform=band)
+            ax.annotate(
+                str(n), (xpos, y), xycoords=band, xytext=(5, -4), textcoords="offset points",
+                color=color, fontsize=8,
+            )  # fmt: skip
+        ax.plot([], [], "x", color="black", mew=2, label="diverged runs (count)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("final val PPL (finished runs, mean and 95% CI)")
+    ax.set_title(f"final val PPL against {xlabel}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _band_on_top(ax, rows: int) -> None:
+    """Raise the top of the y axis so that the data leave a band of ``rows`` marker rows free."""
+    free = min(0.05 * rows + 0.04, 0.5)
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        ax.set_ylim(lo, lo * (hi / lo) ** (1 / (1 - free)))
+    else:
+        ax.set_ylim(lo, lo + (hi - lo) / (1 - free))

@@ -1,7 +1,10 @@
 """A session's report: statistics (stats.csv, pairs.csv), figures and report.md in its report/.
 
 Reads the session only through sessions.store; works on a session that is partly finished (only
-finished runs enter the numbers, and the report says how many there are).
+finished runs enter the numbers, and the report says how many there are). A session holding the
+controls of a normalization (none, scaled, <norm>-small, <norm>) also gets their factorial
+contrasts (factorial.csv); a learning-rate or budget sweep gets its trade-off (core.tradeoff:
+tradeoff_lr.csv / tradeoff_budget.csv and a figure each), where diverged runs count as data.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import stats
+from core import stats, tradeoff
+from core.stats import fmt
 from core.status import DONE, STATUS_ORDER, RunStatus
 from sessions import figures
 from sessions.store import SessionError
@@ -26,6 +30,12 @@ CURVES = (  # figure file, metrics.csv column, y label, title, log scale
     ("embed_norm.png", "embed_norm", "first-block input norm", "first-block input norm", True),
 )
 FINAL_METRIC = "val_ppl"
+# swept axis -> (name of its files, section title, x label of its figure)
+SWEEPS = {
+    tradeoff.LR_AXIS: ("tradeoff_lr", "Learning-rate trade-off", "learning rate"),
+    tradeoff.BUDGET_AXIS: ("tradeoff_budget", "Budget trade-off", "training tokens"),
+}
+VOCAB_KEY = "corpus_vocab_size"  # the provenance key of the corpus's vocabulary size
 
 
 @dataclass
@@ -45,6 +55,9 @@ class ReportResult:
     baseline: str
     axes: list[str] = field(default_factory=list)
     results: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # every run
+    factorial: pd.DataFrame = field(default_factory=pd.DataFrame)  # stats.factorial
+    sweeps: list[tradeoff.Sweep] = field(default_factory=list)  # lr and/or budget trade-off
+    init_note: str = ""  # where the loss at initialization of the sweeps came from
 
     @property
     def partial(self) -> bool:
@@ -65,8 +78,8 @@ def write_report(session, out_dir: str | Path | None = None) -> ReportResult:
     out.mkdir(parents=True, exist_ok=True)
     study = session.study
     records = list(session.runs())
-    df = _results(session, records)
-    axes = [a for a in session.axes() if a in df.columns]
+    axes = _axes(session)
+    df = _results(session, records, axes)
     fin = stats.finished(df)
     variants = stats.variant_order(fin["variant"])
     baseline = "none" if "none" in variants or not variants else variants[0]
@@ -96,18 +109,47 @@ def write_report(session, out_dir: str | Path | None = None) -> ReportResult:
         baseline=baseline,
         axes=axes,
         results=df,
+        factorial=stats.factorial(df, axes),
     )
+    if df["status"].isin(DONE).any():
+        sweeps = [a for a in SWEEPS if a in axes]
+        if sweeps:
+            loss0, result.init_note = initial_loss(session, records)
+        for axis in sweeps:
+            others = [a for a in axes if a != axis]
+            result.sweeps.append(tradeoff.analyse(df, axis, loss0, baseline, others))
     result.files.append(_write_csv(_stats_table(summary, comparison, axes), out / "stats.csv"))
     result.files.append(_write_csv(pairs, out / "pairs.csv"))
+    if len(result.factorial):
+        result.files.append(_write_csv(result.factorial, out / "factorial.csv"))
+    for sweep in result.sweeps:
+        if sweep.axis == tradeoff.BUDGET_AXIS:
+            _add_tokens(sweep, records)
+        result.files.append(_write_csv(sweep.table, out / f"{SWEEPS[sweep.axis][0]}.csv"))
     if len(fin):
         result.files += _figures(session, fin, summary, axes, out)
+    for sweep in result.sweeps:
+        name, _, xlabel = SWEEPS[sweep.axis]
+        x = None
+        if "tokens" in sweep.table:  # a budget: plotted against the training tokens
+            x = dict(zip(sweep.table[sweep.axis], sweep.table["tokens"], strict=True))
+        path = out / f"{name}.png"
+        result.files.append(
+            figures.tradeoff(sweep.table, sweep.axis, path, xlabel, x, sweep.others)
+        )
     report_md = out / "report.md"
     report_md.write_text(_markdown(result, session), encoding="utf-8")
     result.files.insert(2, report_md)
     return result
 
 
-def _results(session, records) -> pd.DataFrame:
+def _axes(session) -> list[str]:
+    """The swept fields other than variant and seed, those that are result columns too (iters)
+    included."""
+    return list(dict.fromkeys([*session.study.axes, *session.axes()]))
+
+
+def _results(session, records, axes) -> pd.DataFrame:
     """Every run: the rows of results.csv, then the runs without a result yet (status only)."""
     df = session.results()
     have = set(df["run_id"])
@@ -118,7 +160,7 @@ def _results(session, records) -> pd.DataFrame:
                 "variant": r.spec.variant,
                 "seed": r.spec.seed,
                 "status": r.status,
-                **{a: getattr(r.spec, a) for a in session.axes()},
+                **{a: getattr(r.spec, a) for a in axes},
             }
             for r in records
             if r.run_id not in have
@@ -132,6 +174,42 @@ def _results(session, records) -> pd.DataFrame:
         if evals is not None and "val_loss" in evals and evals["val_loss"].notna().any():
             df.at[i, "best_val_loss"] = float(evals["val_loss"].min())
     return df
+
+
+def initial_loss(session, records) -> tuple[float, str]:
+    """The loss at initialization that a diverged run counts as, and a line saying where it
+    came from: ln V from the provenance's corpus_vocab_size, or else (older sessions) the largest
+    first-step training loss of the session's runs, which is about ln V at initialization."""
+    vocab = session.provenance.get(VOCAB_KEY)
+    if isinstance(vocab, int) and vocab >= 2:
+        loss0 = tradeoff.init_loss(vocab)
+        return loss0, (
+            f"A diverged run counts as the loss at initialization ln V = ln {vocab} = "
+            f"{fmt(loss0)} (V: {VOCAB_KEY} of the session's provenance), its PPL as V."
+        )
+    firsts = []
+    for record in records:
+        table = _read(session.metrics, record.run_id)
+        if table is not None and (table["step"] == 1).any():
+            firsts.append(float(table.loc[table["step"] == 1, "loss"].iloc[0]))
+    if not firsts:
+        return math.nan, (
+            f"The session records no {VOCAB_KEY} and no first training step: a diverged run "
+            "counts only in the diverged fraction, its final loss is unknown (–)."
+        )
+    loss0 = max(firsts)
+    return loss0, (
+        f"The session records no {VOCAB_KEY}: a diverged run counts as the loss at "
+        f"initialization estimated by the largest first-step training loss of its runs, "
+        f"{fmt(loss0)} (of {len(firsts)} runs), its PPL as exp of it, {fmt(math.exp(loss0))}."
+    )
+
+
+def _add_tokens(sweep: tradeoff.Sweep, records) -> None:
+    """The training tokens of each budget cell, from the runs' specs, next to the axis."""
+    tokens = {r.spec.iters: r.spec.tokens for r in records}
+    at = sweep.table.columns.get_loc(sweep.axis) + 1
+    sweep.table.insert(at, "tokens", [tokens.get(v) for v in sweep.table[sweep.axis]])
 
 
 def _read(reader, run_id) -> pd.DataFrame | None:
@@ -197,15 +275,6 @@ def _figures(session, fin: pd.DataFrame, summary, axes, out: Path) -> list[Path]
 
 
 # ---- report.md ----------------------------------------------------------------------------
-
-
-def fmt(value) -> str:
-    """A table cell: 4 significant digits, '–' for a missing number."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def ci_text(low, high) -> str:
@@ -312,6 +381,13 @@ def _markdown(result: ReportResult, session) -> str:
         else:
             md += ["No variant has runs to pair with the baseline.", ""]
 
+    if len(result.factorial):
+        md += ["## Factorial contrasts: scale x normalization", "", FACTORIAL_NOTE, ""]
+        md += [_md_table(*factorial_rows(result)), "", "### Verdicts (factorial)", ""]
+        md += [f"- {line}" for line in factorial_lines(result)] + [""]
+    for sweep in result.sweeps:
+        md += _sweep_markdown(result, sweep)
+
     md += ["## Budget check", ""]
     if result.problems:
         md += [f"- **{p}**" for p in result.problems] + [""]
@@ -374,3 +450,168 @@ def _pair_rows(result: ReportResult) -> tuple[list[str], list[list[str]]]:
         for r in result.pairs.itertuples()
     ]
     return head, rows
+
+
+# ---- factorial contrasts and sweep trade-offs (report.md and the terminal) ------------------
+
+FACTORIAL_NOTE = (
+    "The controls form a 2 x 2 design per normalization N (layernorm, rmsnorm): scale small "
+    "(`none`, `N-small`) or large (`scaled`, `N`) x normalization no (`none`, `scaled`) or yes "
+    "(`N-small`, `N`). Per seed with all four runs finished: scale = "
+    "`((scaled - none) + (N - N-small)) / 2`, normalization = "
+    "`((N-small - none) + (N - scaled)) / 2`, interaction = `(N - N-small) - (scaled - none)`. "
+    "Estimate: the mean over seeds; 95% CI and p as in the paired comparison; d_z: estimate / sd "
+    "over seeds."
+)
+
+
+def factorial_rows(result: ReportResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the factorial contrasts table."""
+    head = [*result.axes, "family", "metric", "effect", "seeds", "estimate", "95% CI", "p", "d_z"]
+    rows = [
+        [
+            *(fmt(getattr(r, a)) for a in result.axes),
+            r.family,
+            r.label,
+            r.effect,
+            str(r.n_seeds),
+            fmt(r.estimate),
+            ci_text(r.ci_low, r.ci_high),
+            fmt(r.p_value),
+            fmt(r.effect_size),
+        ]
+        for r in result.factorial.itertuples()
+    ]
+    return head, rows
+
+
+def factorial_lines(result: ReportResult) -> list[str]:
+    lines = []
+    for r in result.factorial.itertuples():
+        where = ", ".join(f"{a}={fmt(getattr(r, a))}" for a in result.axes)
+        lines.append((f"{where}: " if where else "") + r.verdict)
+    return lines
+
+
+def sweep_title(sweep: tradeoff.Sweep) -> str:
+    return f"{SWEEPS[sweep.axis][1]} ({sweep.axis})"
+
+
+def sweep_cell_rows(sweep: tradeoff.Sweep) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a sweep's per-cell table."""
+    t = sweep.table
+    first = [*sweep.others, sweep.axis, *(["tokens"] if "tokens" in t else [])]
+    head = [
+        *first, "variant", "done", "diverged", "spiked", "not done", "final loss", "final PPL",
+        "PPL (finished)", "95% CI", "stable",
+    ]  # fmt: skip
+    rows = [
+        [
+            *(fmt(getattr(r, a)) for a in first),
+            r.variant,
+            str(r.n_done),
+            str(r.n_diverged),
+            fmt(r.n_spiked if math.isnan(r.n_spiked) else int(r.n_spiked)),
+            str(r.n_other),
+            fmt(r.final_loss),
+            fmt(r.final_ppl),
+            fmt(r.ppl_mean),
+            ci_text(r.ppl_ci_low, r.ppl_ci_high),
+            "yes" if r.stable else "no",
+        ]
+        for r in t.itertuples()
+    ]
+    return head, rows
+
+
+def sweep_summary_rows(sweep: tradeoff.Sweep) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a sweep's per-variant summary."""
+    axis = sweep.axis
+    head = [
+        *sweep.others, "variant", f"best {axis}", "final loss there", "final PPL there",
+        f"{axis} sensitivity", f"stable {axis}", "cells",
+    ]  # fmt: skip
+    rows = [
+        [
+            *(fmt(getattr(r, a)) for a in sweep.others),
+            r.variant,
+            fmt(r.best),
+            fmt(r.best_loss),
+            fmt(r.best_ppl),
+            fmt(r.sensitivity),
+            tradeoff.stable_text(r.stable, sweep.grid),
+            str(r.n_cells),
+        ]
+        for r in sweep.summary.itertuples()
+    ]
+    return head, rows
+
+
+def sweep_winner_rows(sweep: tradeoff.Sweep) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a sweep's winners per cell."""
+    first = [*sweep.others, sweep.axis]
+    baseline = sweep.winners["baseline"].iloc[0] if len(sweep.winners) else "none"
+    head = [
+        *first, "ranking (by PPL)", "winner", "PPL", f"vs {baseline}", "diff", "95% CI", "p",
+        "pairs",
+    ]  # fmt: skip
+    rows = [
+        [
+            *(fmt(getattr(r, a)) for a in first),
+            r.ranking,
+            "–" if pd.isna(r.winner) else r.winner,
+            fmt(r.winner_ppl),
+            "–" if pd.isna(r.challenger) else r.challenger,
+            fmt(r.diff),
+            ci_text(r.ci_low, r.ci_high),
+            fmt(r.p_value),
+            str(r.n_pairs),
+        ]
+        for r in sweep.winners.itertuples()
+    ]
+    return head, rows
+
+
+def sweep_paragraphs(sweep: tradeoff.Sweep) -> list[str]:
+    """The sweep's paragraphs, each prefixed by its cell of the other axes when there are some."""
+    return [
+        (f"At {figures._cell_title(cell)}: " if cell else "") + text
+        for cell, text in sweep.paragraphs
+    ]
+
+
+def _sweep_markdown(result: ReportResult, sweep: tradeoff.Sweep) -> list[str]:
+    axis = sweep.axis
+    md = [f"## {sweep_title(sweep)}", "", result.init_note, ""]
+    md += [
+        "Per cell: done = finished + diverged runs; spiked = done runs with a loss or gradient "
+        "spike (– when the session does not record spikes); final loss and final PPL: mean over "
+        "the done runs, a diverged run counted as at initialization; PPL (finished): val PPL of "
+        "the finished runs, mean and 95% t-interval; stable: no seed diverged or spiked.",
+        "",
+        _md_table(*sweep_cell_rows(sweep)),
+        "",
+    ]
+    if axis == tradeoff.LR_AXIS:
+        md += [
+            "### Per variant",
+            "",
+            f"Best {axis}: the lowest final loss. {axis} sensitivity (Wortsman et al. 2023): the "
+            f"mean over the {axis} grid of min(final loss, loss at initialization) minus the best "
+            "final loss; lower is more robust to the choice of learning rate.",
+            "",
+            _md_table(*sweep_summary_rows(sweep)),
+            "",
+        ]
+    md += [
+        "### Winners",
+        "",
+        f"Per cell, the variant with the lowest mean val PPL of its finished runs; the winner "
+        f"(or, where the baseline wins, the best other variant) against `{result.baseline}`, "
+        "paired by seed (diff in val PPL).",
+        "",
+        _md_table(*sweep_winner_rows(sweep)),
+        "",
+    ]
+    md += [p for text in sweep_paragraphs(sweep) for p in (text, "")]
+    return md

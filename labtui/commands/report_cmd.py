@@ -13,6 +13,8 @@ from rich.text import Text
 from labtui.commands.options import RootOption
 from labtui.errors import fail
 
+LEFT_COLUMNS = ("variant", "metric", "family", "effect", "ranking (by PPL)", "winner")
+
 
 def report(
     session: Annotated[str, typer.Argument(help="Name of the session to report on.")],
@@ -33,7 +35,8 @@ def report(
 
 
 def show(result, console: Console) -> None:
-    """Print a ReportResult: status, summary, comparisons, verdicts, budget check, files."""
+    """Print a ReportResult: status, summary, comparisons, verdicts, factorial contrasts, sweep
+    trade-offs, budget check, files."""
     from sessions.report import comparison_rows, small_n_note, summary_rows, verdict_lines
 
     style = "bold yellow" if result.partial else "bold"
@@ -49,6 +52,9 @@ def show(result, console: Console) -> None:
                 console.print(f"note: {note}", markup=False, highlight=False)
     else:
         console.print("No run has finished yet: no statistics.")
+    _show_factorial(result, console)
+    for sweep in result.sweeps:
+        _show_sweep(result, sweep, console)
     for problem in result.problems:
         console.print(
             f"[yellow]budget check:[/] {escape(problem)}", highlight=False, soft_wrap=True
@@ -60,10 +66,43 @@ def show(result, console: Console) -> None:
         console.print(f"  {path}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _show_factorial(result, console: Console) -> None:
+    from sessions.report import factorial_lines, factorial_rows
+
+    if not len(result.factorial):
+        return
+    title = "Factorial contrasts: scale x normalization (per seed, mean and 95% CI)"
+    console.print(_table(title, *factorial_rows(result)))
+    for line in factorial_lines(result):
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _show_sweep(result, sweep, console: Console) -> None:
+    from core.tradeoff import LR_AXIS
+    from sessions.report import (
+        sweep_cell_rows,
+        sweep_paragraphs,
+        sweep_summary_rows,
+        sweep_title,
+        sweep_winner_rows,
+    )
+
+    title = sweep_title(sweep)
+    console.print(f"[bold]{escape(title)}[/]")
+    console.print(result.init_note, markup=False, highlight=False, soft_wrap=True)
+    console.print(_table(f"{title}: per cell", *sweep_cell_rows(sweep)))
+    if sweep.axis == LR_AXIS:
+        console.print(_table(f"{title}: per variant", *sweep_summary_rows(sweep)))
+    console.print(_table(f"{title}: winners", *sweep_winner_rows(sweep)))
+    for text in sweep_paragraphs(sweep):
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:
     table = Table(title=title, title_justify="left")
     for name in head:
-        table.add_column(name, justify="left" if name in ("variant", "metric") else "right")
+        left = name in LEFT_COLUMNS or name.startswith("vs ")
+        table.add_column(name, justify="left" if left else "right")
     for row in rows:
         table.add_row(*map(Text, row))
     return table

@@ -1,0 +1,304 @@
+"""Sweep trade-offs: how each variant fares along a learning-rate or budget sweep.
+
+Pure functions of a results table (core.stats's input) and one swept axis. Divergence is data, never
+dropped: per cell it is a diverged fraction, and in the final loss a diverged run counts as the
+loss at initialization, ln(vocabulary size), the loss of a uniform guess (its PPL is the vocabulary
+size). Spikes come from the per-run columns loss_spikes and grad_spikes when the session has them.
+
+- ``sweep_table``: per cell x variant, the runs, divergences, spikes, final loss and PPL.
+- ``sweep_summary``: per variant, the best cell, the learning-rate sensitivity of Wortsman et al.
+  (2023) (mean over the grid of min(final loss, initial loss) minus the best final loss) and the
+  stable range (cells where no seed diverged or spiked).
+- ``winners``: per cell, the variant with the lowest mean val PPL of its finished runs, against the
+  baseline with core.stats.compare's paired interval and p-value.
+- ``flip_paragraph``: where the ranking flips along the axis, in words, from those tables.
+- ``analyse``: all of them for one swept axis, per cell of any other swept axes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from core import stats
+from core.stats import fmt
+from core.status import DONE, RunStatus
+
+LR_AXIS = "lr"
+BUDGET_AXIS = "iters"  # the budget in tokens is iters x batch_size x block_size
+SPIKE_COLUMNS = ("loss_spikes", "grad_spikes")
+TABLE_COLUMNS = (
+    "variant", "n_done", "n_finished", "n_diverged", "diverged_frac", "n_spiked", "n_other",
+    "final_loss", "final_ppl", "ppl_mean", "ppl_ci_low", "ppl_ci_high", "stable",
+)  # fmt: skip
+WINNER_COLUMNS = (
+    "ranking", "winner", "winner_ppl", "challenger", "baseline", "baseline_ppl", "n_pairs",
+    "diff", "ci_low", "ci_high", "p_value",
+)  # fmt: skip
+
+
+def init_loss(vocab_size: int) -> float:
+    """The loss of a uniform guess over the vocabulary: a model's loss at initialization."""
+    if vocab_size < 2:
+        raise ValueError(f"a vocabulary has at least 2 symbols, got {vocab_size}")
+    return math.log(vocab_size)
+
+
+def spikes_known(df: pd.DataFrame) -> bool:
+    """Whether ``df`` records spike counts (sessions from before them do not)."""
+    return all(c in df.columns and df[c].notna().any() for c in SPIKE_COLUMNS)
+
+
+def sweep_table(df: pd.DataFrame, axis: str, loss0: float, others=()) -> pd.DataFrame:
+    """Per cell of ``axis`` (and of the ``others`` swept axes) x variant:
+
+    n_done (finished + diverged), n_finished, n_diverged, diverged_frac (of n_done), n_spiked (done
+    runs with a loss or gradient spike; NaN when not recorded), n_other (runs not done: pending,
+    cancelled, failed...), final_loss and final_ppl (mean over the done runs, a diverged run
+    counted as ``loss0`` and exp(loss0)), ppl_mean / ppl_ci_low / ppl_ci_high (val PPL of the
+    finished runs, 95% t-interval) and stable (done runs, none diverged or spiked).
+    """
+    known = spikes_known(df)
+    rows = []
+    for cell, cell_df in stats.cells(df, [*others, axis]):
+        for variant in stats.variant_order(cell_df["variant"]):
+            runs = cell_df[cell_df["variant"] == variant]
+            done = runs[runs["status"].isin(DONE)]
+            div = done["status"] == RunStatus.DIVERGED
+            fin = done[done["status"] == RunStatus.FINISHED]
+            loss = done["val_loss"].where(~div, loss0).dropna().to_numpy(dtype=float)
+            ppl = fin["val_ppl"].dropna().to_numpy(dtype=float)
+            n_spiked = math.nan
+            if known:
+                counts = done[list(SPIKE_COLUMNS)].fillna(0).astype(float)
+                n_spiked = int((counts > 0).any(axis=1).sum())
+            lo, hi = stats.t_interval(ppl)
+            rows.append(
+                {
+                    **cell,
+                    "variant": variant,
+                    "n_done": len(done),
+                    "n_finished": len(fin),
+                    "n_diverged": int(div.sum()),
+                    "diverged_frac": div.mean() if len(done) else math.nan,
+                    "n_spiked": n_spiked,
+                    "n_other": len(runs) - len(done),
+                    "final_loss": loss.mean() if len(loss) else math.nan,
+                    "final_ppl": np.exp(loss).mean() if len(loss) else math.nan,
+                    "ppl_mean": ppl.mean() if len(ppl) else math.nan,
+                    "ppl_ci_low": lo,
+                    "ppl_ci_high": hi,
+                    "stable": bool(len(done)) and not div.any() and not (n_spiked > 0),
+                }
+            )
+    return pd.DataFrame(rows, columns=[*others, axis, *TABLE_COLUMNS])
+
+
+def sweep_summary(table: pd.DataFrame, axis: str, loss0: float, others=()) -> pd.DataFrame:
+    """Per variant (and cell of ``others``), from a ``sweep_table``:
+
+    best (the ``axis`` value of the lowest final loss; the smaller value on a tie), best_loss,
+    best_ppl (final_ppl there), sensitivity (mean over the grid of min(final loss, loss0) minus
+    best_loss), stable (the ``axis`` values where no seed diverged or spiked, ascending) and
+    n_cells (cells with a done run).
+    """
+    rows = []
+    for cell, cell_df in stats.cells(table, others):
+        for variant in stats.variant_order(cell_df["variant"]):
+            line = cell_df[cell_df["variant"] == variant].sort_values(axis)
+            line = line[line["n_done"] > 0]
+            losses = line["final_loss"].to_numpy(dtype=float)
+            ok = ~np.isnan(losses)
+            if ok.any():
+                i = int(np.nanargmin(losses))
+                best, best_loss, best_ppl = line[axis].iloc[i], losses[i], line["final_ppl"].iloc[i]
+                sensitivity = float(np.mean(np.minimum(losses[ok], loss0)) - best_loss)
+            else:
+                best = best_loss = best_ppl = sensitivity = math.nan
+            rows.append(
+                {
+                    **cell,
+                    "variant": variant,
+                    "best": best,
+                    "best_loss": best_loss,
+                    "best_ppl": best_ppl,
+                    "sensitivity": sensitivity,
+                    "stable": tuple(line.loc[line["stable"], axis]),
+                    "n_cells": int(ok.sum()),
+                }
+            )
+    columns = [*others, "variant", "best", "best_loss", "best_ppl", "sensitivity", "stable"]
+    return pd.DataFrame(rows, columns=[*columns, "n_cells"])
+
+
+def stable_text(values, grid) -> str:
+    """The stable values in words: "0.0001 to 0.001" for a run of neighbours in ``grid``, else a
+    list; "none" when empty."""
+    grid = sorted(grid)
+    values = sorted(values)
+    if not values:
+        return "none"
+    idx = [grid.index(v) for v in values]
+    if len(values) > 1 and idx == list(range(idx[0], idx[0] + len(idx))):
+        return f"{fmt(values[0])} to {fmt(values[-1])}"
+    return ", ".join(fmt(v) for v in values)
+
+
+def winners(
+    df: pd.DataFrame, table: pd.DataFrame, axis: str, baseline: str = "none", others=()
+) -> pd.DataFrame:
+    """Per cell: ranking (variants by mean val PPL of finished runs, those without one last),
+    the winner and its PPL; challenger (the winner, or the best other variant when the baseline
+    wins) against the baseline: n_pairs, diff (paired mean, challenger - baseline), ci_low,
+    ci_high and p_value from core.stats.compare."""
+    keys = [*others, axis]
+    comp = stats.compare(df, baseline, keys, metrics=["val_ppl"])
+    rows = []
+    for cell, cell_df in stats.cells(table, keys):
+        ranked = _ranked(cell_df)
+        rated = [v for v in ranked if not math.isnan(_ppl(cell_df, v))]
+        winner = rated[0] if rated else None
+        others_rated = [v for v in rated if v != baseline]
+        challenger = winner if winner != baseline else (others_rated or [None])[0]
+        row = {
+            **cell,
+            "ranking": " < ".join(ranked),
+            "winner": winner,
+            "winner_ppl": _ppl(cell_df, winner),
+            "challenger": challenger,
+            "baseline": baseline,
+            "baseline_ppl": _ppl(cell_df, baseline),
+            "n_pairs": 0,
+            "diff": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "p_value": math.nan,
+        }
+        match = comp[comp["variant"] == challenger]
+        for name, value in cell.items():
+            match = match[match[name] == value]
+        if challenger is not None and len(match):
+            m = match.iloc[0]
+            row.update(
+                n_pairs=int(m.n_pairs),
+                diff=m.mean_diff,
+                ci_low=m.ci_low,
+                ci_high=m.ci_high,
+                p_value=m.p_value,
+            )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*keys, *WINNER_COLUMNS])
+
+
+def _ppl(cell_df: pd.DataFrame, variant) -> float:
+    values = cell_df.loc[cell_df["variant"] == variant, "ppl_mean"]
+    return float(values.iloc[0]) if len(values) else math.nan
+
+
+def _ranked(cell_df: pd.DataFrame) -> list[str]:
+    order = stats.variant_order(cell_df["variant"])
+    ppl = {v: _ppl(cell_df, v) for v in order}
+    return sorted(order, key=lambda v: (math.isnan(ppl[v]), ppl[v], order.index(v)))
+
+
+def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
+    """Where the ranking by mean val PPL flips along ``axis``, or that it never does, and who wins
+    where against the baseline. For one cell of any other axes (filter the tables first); every
+    number is a value of ``table`` or ``wins`` printed as the tables print it (``fmt``)."""
+    wins = wins.sort_values(axis)
+    cells = [r for r in wins.itertuples() if not pd.isna(r.winner)]
+    if not cells:
+        return f"No run finished in any {axis} cell: there is no ranking yet."
+
+    def ranking(r) -> str:
+        rows = table[table[axis] == getattr(r, axis)]
+        parts = []
+        for v in r.ranking.split(" < "):
+            ppl = _ppl(rows, v)
+            parts.append(f"{v} (no finished run)" if math.isnan(ppl) else f"{v} ({fmt(ppl)})")
+        return " < ".join(parts)
+
+    at = f"{axis} = "
+    grid = ", ".join(fmt(getattr(r, axis)) for r in cells)
+    flips = [(a, b) for a, b in itertools.pairwise(cells) if a.ranking != b.ranking]
+    head = f"Ranked by mean val PPL of finished runs (lower is better) over {axis} = {grid}"
+    if not flips:
+        text = f"{head}, the ranking never flips in the grid: {cells[0].ranking} at every {axis}."
+    else:
+        steps = [
+            f"between {at}{fmt(getattr(a, axis))} and {fmt(getattr(b, axis))} it goes from "
+            f"{ranking(a)} to {ranking(b)}"
+            for a, b in flips
+        ]
+        times = "once" if len(flips) == 1 else f"{len(flips)} times"
+        text = f"{head}, the ranking flips {times}: " + "; ".join(steps) + "."
+    sentences = [text]
+    for r in wins.itertuples():
+        where = f"At {at}{fmt(getattr(r, axis))}"
+        if pd.isna(r.winner):
+            sentences.append(f"{where} no run finished.")
+        elif pd.isna(r.challenger):
+            sentences.append(f"{where} {r.winner} is the only variant with finished runs.")
+        else:
+            sentences.append(_winner_sentence(r, where))
+        rows = table[(table[axis] == getattr(r, axis)) & (table["n_diverged"] > 0)]
+        if len(rows):
+            listing = ", ".join(
+                f"{d.variant} {d.n_diverged} of {d.n_done}" for d in rows.itertuples()
+            )
+            sentences.append(f"Diverged there (counted in the final loss): {listing}.")
+    return " ".join(sentences)
+
+
+def _winner_sentence(r, where: str) -> str:
+    """The winner of a cell and how its challenger compares with the baseline."""
+    if r.winner != r.baseline:
+        lead = f"{where} {r.winner} wins"
+    else:
+        lead = f"{where} the baseline {r.baseline} wins; the best other variant is {r.challenger}"
+    if r.n_pairs < 2:
+        return f"{lead} (too few pairs ({r.n_pairs}) to compare {r.challenger} with {r.baseline})."
+    compared = (
+        f"{r.challenger} - {r.baseline} = {fmt(r.diff)} [95% CI {fmt(r.ci_low)}, "
+        f"{fmt(r.ci_high)}], p = {fmt(r.p_value)}, {r.n_pairs} pairs"
+    )
+    if r.ci_low <= 0 <= r.ci_high:
+        compared += "; the CI includes 0"
+    return f"{lead} ({compared})."
+
+
+@dataclass
+class Sweep:
+    """The trade-off along one swept axis: the tables above and one paragraph per cell of the
+    other swept axes ({} when there are none)."""
+
+    axis: str
+    others: list[str]
+    loss0: float
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    winners: pd.DataFrame
+    paragraphs: list[tuple[dict, str]] = field(default_factory=list)
+
+    @property
+    def grid(self) -> list:
+        return sorted(set(self.table[self.axis]))
+
+
+def analyse(df: pd.DataFrame, axis: str, loss0: float, baseline: str = "none", others=()) -> Sweep:
+    """``sweep_table``, ``sweep_summary``, ``winners`` and ``flip_paragraph`` along ``axis``."""
+    others = list(others)
+    table = sweep_table(df, axis, loss0, others)
+    wins = winners(df, table, axis, baseline, others)
+    paragraphs = []
+    for cell, cell_wins in stats.cells(wins, others):
+        cell_table = table
+        for name, value in cell.items():
+            cell_table = cell_table[cell_table[name] == value]
+        paragraphs.append((cell, flip_paragraph(cell_table, cell_wins, axis)))
+    summary = sweep_summary(table, axis, loss0, others)
+    return Sweep(axis, others, loss0, table, summary, wins, paragraphs)
