@@ -9,6 +9,7 @@ from core.spec import SpecError, Study
 
 _FOLDER = resources.files("core") / "studies"
 _SUFFIX = ".toml"
+PROTOCOL = "protocol"  # the study's own protocol: listed first, the console's default
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,11 @@ class PresetSize:
 
 
 def preset_names() -> list[str]:
-    """The built-in studies, by name (the file name without .toml), sorted."""
-    return sorted(
+    """The built-in studies, by name (the file name without .toml): the protocol first."""
+    names = sorted(
         f.name.removesuffix(_SUFFIX) for f in _FOLDER.iterdir() if f.name.endswith(_SUFFIX)
     )
+    return sorted(names, key=lambda name: name != PROTOCOL)
 
 
 def preset_text(name: str) -> str:

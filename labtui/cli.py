@@ -13,6 +13,7 @@ from labtui.commands import (
     run_cmd,
     sample_cmd,
     sessions_cmd,
+    studies_cmd,
 )
 from labtui.commands.options import (
     AddressOption,
@@ -83,6 +84,7 @@ app.command("export")(export_cmd.export)
 app.command("report")(report_cmd.report)
 app.command("data")(data_cmd.data)
 app.command("sample")(sample_cmd.sample)
+app.add_typer(studies_cmd.app, name="studies")
 
 
 def main() -> None:

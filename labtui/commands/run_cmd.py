@@ -100,7 +100,7 @@ def build_study(
         spec = RunSpec.from_dict(base)
     except TypeError as err:
         raise SpecError(str(err)) from None
-    return Study(base=spec, grid=grid, order=order or study.order)
+    return Study(base=spec, grid=grid, order=order or study.order, description=study.description)
 
 
 def run(
@@ -110,6 +110,14 @@ def run(
             "--study",
             help="Study TOML file ([base], [grid], order). Grid flags given as well override the "
             "file: one value sets the base spec, a comma list replaces that grid axis.",
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="A built-in study (`labtui studies` lists them); grid flags override it as they "
+            "override --study.",
         ),
     ] = None,
     resume: Annotated[
@@ -187,12 +195,24 @@ def run(
     given = {k: v for k, v in options.items() if k in GRID_FLAGS and v is not None}
     from sessions.store import SessionError
 
-    if resume is not None and (study is not None or given or order or session):
-        fail("--resume takes no study, grid flags, --order or --session: the session has its study")
+    if resume is not None and (study or preset or given or order or session):
+        fail(
+            "--resume takes no study, preset, grid flags, --order or --session: "
+            "the session has its study"
+        )
+    if study is not None and preset is not None:
+        fail("give --study FILE or --preset NAME, not both")
     if retry_failed and resume is None:
         fail("--retry-failed needs --resume SESSION")
     if resume is None:
         text = None
+        if preset is not None:
+            from core.presets import preset_text
+
+            try:
+                text = preset_text(preset)
+            except SpecError as err:
+                fail(str(err))
         if study is not None:
             try:
                 text = study.read_text()
