@@ -9,9 +9,11 @@ size). Spikes come from the per-run columns loss_spikes and grad_spikes when the
 - ``sweep_summary``: per variant, the best cell, the learning-rate sensitivity of Wortsman et al.
   (2023) (mean over the grid of min(final loss, initial loss) minus the best final loss) and the
   stable range (cells where no seed diverged or spiked).
-- ``winners``: per cell, the variant with the lowest mean val PPL of its finished runs, against the
-  baseline with core.stats.compare's paired interval and p-value.
-- ``flip_paragraph``: where the ranking flips along the axis, in words, from those tables.
+- ``winners``: per cell, the variant with the lowest final PPL (a diverged run counted as the
+  vocabulary size: divergence loses), against the baseline with core.stats.compare's paired
+  interval and p-value (over the seeds where both finished).
+- ``flip_paragraph``: where the winner changes along the axis and where each variant crosses the
+  baseline, in words, from those tables.
 - ``analyse``: all of them for one swept axis, per cell of any other swept axes.
 """
 
@@ -151,10 +153,11 @@ def stable_text(values, grid) -> str:
 def winners(
     df: pd.DataFrame, table: pd.DataFrame, axis: str, baseline: str = "none", others=()
 ) -> pd.DataFrame:
-    """Per cell: ranking (variants by mean val PPL of finished runs, those without one last),
-    the winner and its PPL; challenger (the winner, or the best other variant when the baseline
-    wins) against the baseline: n_pairs, diff (paired mean, challenger - baseline), ci_low,
-    ci_high and p_value from core.stats.compare."""
+    """Per cell: ranking (variants by final PPL, a diverged run counted as at initialization;
+    those without a done run last), the winner and its final PPL; challenger (the winner, or the
+    best other variant when the baseline wins) against the baseline: n_pairs, diff (paired mean
+    over seeds where both finished, challenger - baseline), ci_low, ci_high and p_value from
+    core.stats.compare."""
     keys = [*others, axis]
     comp = stats.compare(df, baseline, keys, metrics=["val_ppl"])
     rows = []
@@ -195,7 +198,8 @@ def winners(
 
 
 def _ppl(cell_df: pd.DataFrame, variant) -> float:
-    values = cell_df.loc[cell_df["variant"] == variant, "ppl_mean"]
+    """The variant's final PPL in a cell (a diverged run counted as the vocabulary size)."""
+    values = cell_df.loc[cell_df["variant"] == variant, "final_ppl"]
     return float(values.iloc[0]) if len(values) else math.nan
 
 
@@ -206,69 +210,69 @@ def _ranked(cell_df: pd.DataFrame) -> list[str]:
 
 
 def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
-    """Where the ranking by mean val PPL flips along ``axis``, or that it never does, and who wins
-    where against the baseline. For one cell of any other axes (filter the tables first); every
-    number is a value of ``table`` or ``wins`` printed as the tables print it (``fmt``)."""
+    """Where the winner changes along ``axis`` and where each variant crosses the baseline (by
+    final PPL), or that the ranking never flips in the grid. For one cell of any other axes
+    (filter the tables first); every number is an ``axis`` value or a PPL of ``table``, printed
+    as the tables print it (``fmt``)."""
     wins = wins.sort_values(axis)
     cells = [r for r in wins.itertuples() if not pd.isna(r.winner)]
     if not cells:
-        return f"No run finished in any {axis} cell: there is no ranking yet."
-
-    def ranking(r) -> str:
-        rows = table[table[axis] == getattr(r, axis)]
-        parts = []
-        for v in r.ranking.split(" < "):
-            ppl = _ppl(rows, v)
-            parts.append(f"{v} (no finished run)" if math.isnan(ppl) else f"{v} ({fmt(ppl)})")
-        return " < ".join(parts)
-
-    at = f"{axis} = "
-    grid = ", ".join(fmt(getattr(r, axis)) for r in cells)
-    flips = [(a, b) for a, b in itertools.pairwise(cells) if a.ranking != b.ranking]
-    head = f"Ranked by mean val PPL of finished runs (lower is better) over {axis} = {grid}"
-    if not flips:
-        text = f"{head}, the ranking never flips in the grid: {cells[0].ranking} at every {axis}."
-    else:
-        steps = [
-            f"between {at}{fmt(getattr(a, axis))} and {fmt(getattr(b, axis))} it goes from "
-            f"{ranking(a)} to {ranking(b)}"
-            for a, b in flips
-        ]
-        times = "once" if len(flips) == 1 else f"{len(flips)} times"
-        text = f"{head}, the ranking flips {times}: " + "; ".join(steps) + "."
-    sentences = [text]
-    for r in wins.itertuples():
-        where = f"At {at}{fmt(getattr(r, axis))}"
-        if pd.isna(r.winner):
-            sentences.append(f"{where} no run finished.")
-        elif pd.isna(r.challenger):
-            sentences.append(f"{where} {r.winner} is the only variant with finished runs.")
+        return f"No run finished or diverged in any {axis} cell: there is no ranking yet."
+    values = [getattr(r, axis) for r in cells]
+    head = (
+        f"Ranked by final PPL (mean over seeds, a diverged run counted as the vocabulary size; "
+        f"lower is better) over {axis} = {', '.join(fmt(v) for v in values)}"
+    )
+    segments = [
+        f"{winner} at {_span(axis, [getattr(r, axis) for r in group])}"
+        for winner, group in itertools.groupby(cells, key=lambda r: r.winner)
+    ]
+    if len(segments) == 1 and len({r.ranking for r in cells}) == 1:
+        return f"{head}, the ranking never flips in the grid: {cells[0].ranking} at every {axis}."
+    sentences = [f"{head}, the best variant is " + ", then ".join(segments) + "."]
+    baseline = cells[0].baseline
+    for variant in stats.variant_order(table["variant"]):
+        if variant == baseline:
+            continue
+        sides = []  # (axis value, "better" | "worse" | "level", variant PPL, baseline PPL)
+        for value in values:
+            rows = table[table[axis] == value]
+            mine, base = _ppl(rows, variant), _ppl(rows, baseline)
+            if not (math.isnan(mine) or math.isnan(base)):
+                side = "better" if mine < base else "worse" if mine > base else "level"
+                sides.append((value, side, mine, base))
+        if not sides:
+            continue
+        runs = [list(group) for _, group in itertools.groupby(sides, key=lambda s: s[1])]
+        parts = [f"{group[0][1]} at {_span(axis, [s[0] for s in group])}" for group in runs]
+        if len(runs) == 1:
+            text = f"{variant} is {parts[0]} than {baseline}: it never crosses it in the grid"
         else:
-            sentences.append(_winner_sentence(r, where))
-        rows = table[(table[axis] == getattr(r, axis)) & (table["n_diverged"] > 0)]
-        if len(rows):
-            listing = ", ".join(
-                f"{d.variant} {d.n_diverged} of {d.n_done}" for d in rows.itertuples()
+            crossings = ", ".join(
+                f"between {fmt(a[-1][0])} ({fmt(a[-1][2])} vs {fmt(a[-1][3])}) and "
+                f"{fmt(b[0][0])} ({fmt(b[0][2])} vs {fmt(b[0][3])})"
+                for a, b in itertools.pairwise(runs)
             )
-            sentences.append(f"Diverged there (counted in the final loss): {listing}.")
+            text = (
+                f"Against {baseline}, {variant} is {', '.join(parts)}: it crosses {baseline} "
+                f"{crossings}"
+            )
+        sentences.append(text[0].upper() + text[1:] + ".")
+    diverged = table[table["n_diverged"] > 0].sort_values(axis)
+    if len(diverged):
+        listing = ", ".join(
+            f"{d.variant} {d.n_diverged} of {d.n_done} at {fmt(getattr(d, axis))}"
+            for d in diverged.itertuples()
+        )
+        sentences.append(f"Diverged runs (counted in the final PPL): {listing}.")
     return " ".join(sentences)
 
 
-def _winner_sentence(r, where: str) -> str:
-    """The winner of a cell and how its challenger compares with the baseline."""
-    if r.winner != r.baseline:
-        lead = f"{where} {r.winner} wins"
-    else:
-        lead = f"{where} the baseline {r.baseline} wins; the best other variant is {r.challenger}"
-    if r.n_pairs < 2:
-        return f"{lead} (too few pairs ({r.n_pairs}) to compare {r.challenger} with {r.baseline})."
-    compared = (
-        f"{r.challenger} - {r.baseline} = {fmt(r.diff)} [95% CI {fmt(r.ci_low)}, "
-        f"{fmt(r.ci_high)}], p = {fmt(r.p_value)}, {r.n_pairs} pairs"
-    )
-    if r.ci_low <= 0 <= r.ci_high:
-        compared += "; the CI includes 0"
-    return f"{lead} ({compared})."
+def _span(axis: str, values: list) -> str:
+    """ "lr = 0.001" or "lr = 0.001 to 0.01" for neighbouring grid values."""
+    if len(values) == 1:
+        return f"{axis} = {fmt(values[0])}"
+    return f"{axis} = {fmt(values[0])} to {fmt(values[-1])}"
 
 
 @dataclass
