@@ -169,7 +169,7 @@ def winners(
         challenger = winner if winner != baseline else (others_rated or [None])[0]
         row = {
             **cell,
-            "ranking": " < ".join(ranked),
+            "ranking": _ranking_text(ranked, cell_df),
             "winner": winner,
             "winner_ppl": _ppl(cell_df, winner),
             "challenger": challenger,
@@ -203,6 +203,14 @@ def _ppl(cell_df: pd.DataFrame, variant) -> float:
     return float(values.iloc[0]) if len(values) else math.nan
 
 
+def _ranking_text(ranked: list[str], cell_df: pd.DataFrame) -> str:
+    """ "rmsnorm < none = layernorm": ties (equal final PPL) joined by "="."""
+    text = ranked[0] if ranked else ""
+    for a, b in itertools.pairwise(ranked):
+        text += (" = " if _ppl(cell_df, a) == _ppl(cell_df, b) else " < ") + b
+    return text
+
+
 def _ranked(cell_df: pd.DataFrame) -> list[str]:
     order = stats.variant_order(cell_df["variant"])
     ppl = {v: _ppl(cell_df, v) for v in order}
@@ -228,8 +236,25 @@ def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
         for winner, group in itertools.groupby(cells, key=lambda r: r.winner)
     ]
     if len(segments) == 1 and len({r.ranking for r in cells}) == 1:
-        return f"{head}, the ranking never flips in the grid: {cells[0].ranking} at every {axis}."
-    sentences = [f"{head}, the best variant is " + ", then ".join(segments) + "."]
+        sentences = [
+            f"{head}, the ranking never flips in the grid: {cells[0].ranking} at every {axis}."
+        ]
+    else:
+        sentences = [f"{head}, the best variant is " + ", then ".join(segments) + "."]
+        sentences += _crossings(table, cells, values, axis)
+    diverged = table[table["n_diverged"] > 0].sort_values(axis)
+    if len(diverged):
+        listing = ", ".join(
+            f"{d.variant} {d.n_diverged} of {d.n_done} at {fmt(getattr(d, axis))}"
+            for d in diverged.itertuples()
+        )
+        sentences.append(f"Diverged runs (counted in the final PPL): {listing}.")
+    return " ".join(sentences)
+
+
+def _crossings(table: pd.DataFrame, cells: list, values: list, axis: str) -> list[str]:
+    """One sentence per variant: on which side of the baseline it is, and where it crosses."""
+    sentences = []
     baseline = cells[0].baseline
     for variant in stats.variant_order(table["variant"]):
         if variant == baseline:
@@ -246,7 +271,11 @@ def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
         runs = [list(group) for _, group in itertools.groupby(sides, key=lambda s: s[1])]
         parts = [f"{group[0][1]} at {_span(axis, [s[0] for s in group])}" for group in runs]
         if len(runs) == 1:
-            text = f"{variant} is {parts[0]} than {baseline}: it never crosses it in the grid"
+            side = {"better": "better than", "worse": "worse than", "level": "level with"}
+            text = (
+                f"{variant} is {side[runs[0][0][1]]} {baseline} at every {axis}: it never "
+                "crosses it in the grid"
+            )
         else:
             crossings = ", ".join(
                 f"between {fmt(a[-1][0])} ({fmt(a[-1][2])} vs {fmt(a[-1][3])}) and "
@@ -258,14 +287,7 @@ def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
                 f"{crossings}"
             )
         sentences.append(text[0].upper() + text[1:] + ".")
-    diverged = table[table["n_diverged"] > 0].sort_values(axis)
-    if len(diverged):
-        listing = ", ".join(
-            f"{d.variant} {d.n_diverged} of {d.n_done} at {fmt(getattr(d, axis))}"
-            for d in diverged.itertuples()
-        )
-        sentences.append(f"Diverged runs (counted in the final PPL): {listing}.")
-    return " ".join(sentences)
+    return sentences
 
 
 def _span(axis: str, values: list) -> str:

@@ -552,7 +552,8 @@ def sweep_winner_rows(sweep: tradeoff.Sweep) -> tuple[list[str], list[list[str]]
     first = [*sweep.others, sweep.axis]
     baseline = sweep.winners["baseline"].iloc[0] if len(sweep.winners) else "none"
     head = [
-        *first, "ranking (by PPL)", "winner", "PPL", f"vs {baseline}", "diff", "95% CI", "p",
+        *first, "ranking (final PPL)", "winner", "final PPL", f"vs {baseline}", "diff", "95% CI",
+        "p",
         "pairs",
     ]  # fmt: skip
     rows = [
@@ -606,9 +607,10 @@ def _sweep_markdown(result: ReportResult, sweep: tradeoff.Sweep) -> list[str]:
     md += [
         "### Winners",
         "",
-        f"Per cell, the variant with the lowest mean val PPL of its finished runs; the winner "
-        f"(or, where the baseline wins, the best other variant) against `{result.baseline}`, "
-        "paired by seed (diff in val PPL).",
+        "Per cell, the variant with the lowest final PPL (a diverged run counted as the "
+        "vocabulary size: divergence loses); the winner (or, where the baseline wins, the best "
+        f"other variant) against `{result.baseline}`, paired by seed over the seeds where both "
+        "finished (diff in val PPL).",
         "",
         _md_table(*sweep_winner_rows(sweep)),
         "",

@@ -232,3 +232,31 @@ def test_a_protocol_session_has_neither(tmp_path):
     assert result.factorial.empty and not result.sweeps
     names = {p.name for p in result.files}
     assert not names & {"factorial.csv", "tradeoff_lr.png", "tradeoff_lr.csv"}
+
+
+# ---- a real sweep, end to end ------------------------------------------------------------------
+
+
+def test_a_real_tiny_lr_sweep_with_a_diverging_rate_through_run_and_report(tmp_path, corpus_path):
+    """labtui run trains it (one rate large enough to diverge), labtui report draws the trade-off:
+    the diverged runs are counted, never dropped."""
+    root = tmp_path / "root"
+    run = CliRunner().invoke(app, [
+        "run", "--variants", "none,layernorm", "--seeds", "0,1", "--lr", "1e-3,1e3",
+        "--iters", "30", "--layers", "1", "--width", "16", "--heads", "2", "--context", "16",
+        "--batch", "4", "--eval-interval", "0", "--device", "cpu", "--session", "sweep",
+        "--root", str(root), "--data", str(corpus_path),
+    ], env={"COLUMNS": "200"})  # fmt: skip
+    assert run.exit_code == 0, run.output
+    diverged = [line for line in run.output.splitlines() if "lr1000" in line and "│" in line]
+    assert len(diverged) == 4 and all(line.count("diverged") >= 3 for line in diverged)
+    report = CliRunner().invoke(app, ["report", "sweep", "--root", str(root)])
+    assert report.exit_code == 0, report.output
+    out = root / "sweep" / "report"
+    assert png_size(out / "tradeoff_lr.png") == (800, 500)
+    table = pd.read_csv(out / "tradeoff_lr.csv")
+    high = table[table.lr == 1e3]
+    assert list(high.n_diverged) == [2, 2] and list(high.diverged_frac) == [1.0, 1.0]
+    assert list(high.final_ppl.round(6)) == [65.0, 65.0]  # counted at initialization: PPL = V
+    md = (out / "report.md").read_text()
+    assert "Diverged runs (counted in the final PPL): none 2 of 2 at 1000, layernorm 2 of 2" in md

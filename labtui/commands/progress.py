@@ -17,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from core.events import RunFinished, RunStarted, StepLogged
+from core.status import RunStatus
 
 
 class RunProgress:
@@ -110,9 +111,9 @@ class RunProgress:
 
 
 def results_table(frame) -> Table:
-    """A compact table of a session's results frame."""
+    """A compact table of a session's results frame; a diverged run reads "diverged"."""
     table = Table(show_edge=False, pad_edge=False)
-    columns = ["run_id", "status", "val_loss", "val_ppl", "accuracy", "wall_s"]
+    columns = ["run_id", "status", "val_loss", "val_ppl", "accuracy", "max_grad_norm", "wall_s"]
     for column in columns:
         left = column in ("run_id", "status")
         table.add_column(column, justify="left" if left else "right", no_wrap=left)
@@ -120,8 +121,11 @@ def results_table(frame) -> Table:
         values = []
         for column in columns:
             value = getattr(row, column)
-            if isinstance(value, float):
-                value = "" if math.isnan(value) else f"{value:.4f}"
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            if missing:
+                value = "diverged" if row.status == RunStatus.DIVERGED else "–"
+            elif isinstance(value, float):
+                value = f"{value:.4f}"
             values.append(str(value))
         table.add_row(*values)
     return table
