@@ -38,6 +38,12 @@ METRICS: dict[str, tuple[str, bool | None]] = {
     "accuracy": ("accuracy", False),
     "macro_accuracy": ("macro accuracy", False),
     "embed_norm": ("embedding norm", None),
+    # stability (core.metrics): fewer spikes is better; the maxima are described, not ranked
+    "max_grad_norm": ("max grad norm", None),
+    "loss_spikes": ("loss spikes", True),
+    "grad_spikes": ("grad spikes", True),
+    "max_logit": ("max logit", None),
+    "max_attn_logit": ("max attention logit", None),
 }
 EXACT_LIMIT = 100_000  # enumerate resamples / sign patterns up to this many
 FINISHED = RunStatus.FINISHED

@@ -132,7 +132,13 @@ def test_every_metric_by_default_and_too_few_seeds_said():
     df = table()
     df = df[df.seed == 0]
     result = stats.factorial(df)
-    assert set(result.metric) == {"val_ppl", "val_loss"}
+    assert set(result.metric) == {
+        "val_ppl",
+        "val_loss",
+        "max_grad_norm",
+        "loss_spikes",
+        "grad_spikes",
+    }
     row = effect(result, "interaction", metric="val_loss")
     assert row.n_seeds == 1 and math.isnan(row.ci_low) and "not enough seeds" in row.verdict
 
