@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -17,6 +18,9 @@ PROTOCOL_VARIANTS = VARIANTS[:3]
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # auto: tf32 on CUDA, else fp32 (core.device)
 ORDERS = ("grid", "interleaved")
+# The most runs a study may have unless asked for more (`labtui run --max-runs`): a guard against
+# a typo such as --seeds 0-1000000000, which would otherwise build its runs until memory runs out.
+MAX_RUNS = 10_000
 
 
 class SpecError(ValueError):
@@ -160,6 +164,12 @@ _FIELD_TYPES = {
 NON_SCIENCE_FIELDS = frozenset({"eval_interval", "checkpoint_interval", "device"})
 
 
+def check_size(runs: int, max_runs: int = MAX_RUNS) -> None:
+    """Raise SpecError when a study of ``runs`` runs is over the limit ``max_runs``."""
+    if runs > max_runs:
+        raise SpecError(f"the study has {runs:,} runs, over the limit of {max_runs:,}")
+
+
 @dataclass(frozen=True)
 class Study:
     """A grid of runs: every combination of the listed values, each applied to one base spec.
@@ -191,28 +201,50 @@ class Study:
         object.__setattr__(self, "grid", grid)
         if self.order not in ORDERS:
             raise SpecError(f"unknown order {self.order!r}: choose grid or interleaved")
-        self.specs()  # every cell must be a valid RunSpec
+        # Each value once, in the first cell of the grid (itself a cell): a bad value is refused
+        # here at a cost that grows with the axes, not with their product (check() does the rest).
+        first = {name: values[0] for name, values in grid.items()}
+        for name, values in grid.items():
+            for value in values:
+                self._cell({**first, name: value})
+
+    @property
+    def size(self) -> int:
+        """The number of runs: the product of the axes' lengths (counted, not built)."""
+        return math.prod(len(values) for values in self.grid.values())
 
     @property
     def axes(self) -> list[str]:
         """Swept fields other than variant and seed (a learning-rate sweep, a budget sweep...)."""
         return [k for k, v in self.grid.items() if k not in ("variant", "seed") and len(v) > 1]
 
+    def check(self, max_runs: int = MAX_RUNS) -> None:
+        """Raise SpecError when the study has more than ``max_runs`` runs (counted before any is
+        built) or when a combination of its values cannot work (e.g. a width and a head count)."""
+        check_size(self.size, max_runs)
+        self.specs()
+
     def specs(self) -> list[RunSpec]:
-        """The runs of the study, in the study's order."""
+        """The runs of the study, in the study's order (built once; raises SpecError for a cell
+        that cannot work)."""
+        return list(self._specs)
+
+    @functools.cached_property
+    def _specs(self) -> tuple[RunSpec, ...]:
         names = list(self.grid)
         if self.order == "interleaved" and "seed" in names:
             names.remove("seed")
             names.insert(0, "seed")
-        specs = []
-        for combo in itertools.product(*(self.grid[n] for n in names)):
-            try:
-                specs.append(self.base.replace(**dict(zip(names, combo, strict=True))))
-            except SpecError as err:
-                raise SpecError(
-                    f"study cell {dict(zip(names, combo, strict=True))}: {err}"
-                ) from None
-        return specs
+        return tuple(
+            self._cell(dict(zip(names, combo, strict=True)))
+            for combo in itertools.product(*(self.grid[n] for n in names))
+        )
+
+    def _cell(self, values: dict[str, Any]) -> RunSpec:
+        try:
+            return self.base.replace(**values)
+        except SpecError as err:
+            raise SpecError(f"study cell {values}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         data = {

@@ -23,6 +23,7 @@ from labtui.commands.options import (
     GroupOption,
     RootOption,
 )
+from labtui.errors import guard
 
 app = typer.Typer(
     help="labtui: a terminal lab console for controlled ablation studies of small GPT models.",
@@ -40,6 +41,7 @@ def show_version(value: bool) -> None:
 
 
 @app.callback(invoke_without_command=True)
+@guard
 def console(
     ctx: typer.Context,
     data: DataOption = None,
@@ -78,12 +80,13 @@ def console(
     )
 
 
-app.command("run")(run_cmd.run)
-app.command("sessions")(sessions_cmd.sessions)
-app.command("export")(export_cmd.export)
-app.command("report")(report_cmd.report)
-app.command("data")(data_cmd.data)
-app.command("sample")(sample_cmd.sample)
+# guard: an OSError that reaches a command's boundary is one line and exit 2, not a traceback
+app.command("run")(guard(run_cmd.run))
+app.command("sessions")(guard(sessions_cmd.sessions))
+app.command("export")(guard(export_cmd.export))
+app.command("report")(guard(report_cmd.report))
+app.command("data")(guard(data_cmd.data))
+app.command("sample")(guard(sample_cmd.sample))
 app.add_typer(studies_cmd.app, name="studies")
 
 

@@ -1,4 +1,10 @@
-"""Small file helpers that survive a SIGKILL at any moment: write-then-rename, or append a line."""
+"""Small file helpers that survive a SIGKILL at any moment: write-then-rename, or append a line.
+
+A write that fails (a full disk, a read-only file system, a folder where a file should be)
+raises WriteError, an OSError that names the file being written; a failed replacement leaves
+the old file as it was and no temp file behind. Temp files are ``.<name>.<random>.tmp`` beside
+their file: a process killed mid-write leaves one, which ``remove_temps`` clears later.
+"""
 
 from __future__ import annotations
 
@@ -16,22 +22,45 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+class WriteError(OSError):
+    """Writing ``filename`` failed: "no space left on device while writing PATH"."""
+
+    def __str__(self) -> str:
+        reason = self.strerror or "error"
+        return f"{reason[:1].lower()}{reason[1:]} while writing {self.filename}"
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn an OSError raised in the block into a WriteError naming ``path``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as err:
+        raise WriteError(err.errno, err.strerror or str(err), str(path)) from err
+
+
 @contextlib.contextmanager
 def _temp_beside(path: Path, mode: str):
     """A temp file in ``path``'s folder, renamed over ``path`` only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results private
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results private
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_text(path: Path, text: str) -> None:
@@ -44,8 +73,14 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    with _temp_beside(Path(path), "wb") as f:
+        f.write(data)
+
+
 def write_with(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
-    """Replace ``path`` atomically with what ``writer`` writes into a binary file (torch.save)."""
+    """Replace ``path`` atomically with what ``writer`` writes into a binary file."""
     with _temp_beside(Path(path), "wb") as f:
         writer(f)
 
@@ -56,6 +91,18 @@ def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> N
     out.writerow(header)
     out.writerows(rows)
     write_text(path, buffer.getvalue())
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (ending in a newline) and flush it to disk before returning. A line cut
+    by an earlier kill or failed write is cut off first, so that this one stands on its own."""
+    path = Path(path)
+    with writing(path):
+        cut_torn_line(path)
+        with open(path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def csv_line(values: Iterable[Any]) -> str:
@@ -74,6 +121,28 @@ def complete_lines(path: Path) -> str:
     return text[: text.rfind("\n") + 1]
 
 
+def cut_torn_line(path: Path, chunk: int = 4096) -> None:
+    """Cut a last line without its newline (a write cut short), so that appends start on a line
+    of their own. A missing file is fine."""
+    try:
+        f = open(path, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            cut = f.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                if start + cut + 1 < size:
+                    f.truncate(start + cut + 1)
+                return
+            end = start
+        if size:
+            f.truncate(0)
+
+
 def last_line(path: Path, chunk: int = 4096) -> str | None:
     """The last complete line of a file, reading only its tail; None when there is none."""
     try:
@@ -85,6 +154,22 @@ def last_line(path: Path, chunk: int = 4096) -> str | None:
         return None
     lines = tail[: tail.rfind("\n") + 1].splitlines()
     return lines[-1] if lines else None
+
+
+def remove_temps(folder: Path, keep: Callable[[str], bool] = lambda name: False) -> int:
+    """Delete the temp files a killed writer left in ``folder`` (unless ``keep(name)``); returns
+    how many. Only for a folder no live process is writing into."""
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for name in names:
+        if name.startswith(".") and name.endswith(TEMP_SUFFIX) and not keep(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(Path(folder) / name)
+                removed += 1
+    return removed
 
 
 def remove(*paths: Path) -> None:

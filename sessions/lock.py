@@ -37,15 +37,31 @@ def acquire(folder: Path, name: str) -> str:
         except FileExistsError:
             holder = _read(lock)
             if holder is not None and _alive(holder):
-                raise SessionError(
-                    f"session {name} is being written by pid {holder.get('pid')} "
-                    f"on {holder.get('host')}"
-                ) from None
+                raise SessionError(_held_message(name, lock, holder)) from None
             atomic.write_json(lock, me)  # take over the stale lock of a dead process
         else:
-            with os.fdopen(fd, "w") as f:
+            with atomic.writing(lock), os.fdopen(fd, "w") as f:
                 json.dump(me, f)
+        atomic.remove_temps(folder, keep=lambda n: not is_lock_temp(n))  # the lock's own
     return me["token"]
+
+
+def is_lock_temp(name: str) -> bool:
+    """A temp file of the lock (written, and cleared, only under the guard)."""
+    return name.startswith(".lock.")
+
+
+def _held_message(name: str, lock: Path, holder: dict[str, Any]) -> str:
+    """Who holds the lock, and what to do when that is not (or no longer) labtui."""
+    pid, host = holder.get("pid"), holder.get("host")
+    if host == socket.gethostname():
+        check = f"`ps -p {pid} -o args` shows whether that process is labtui"
+    else:
+        check = f"check on {host} whether that process is labtui (`ps -p {pid} -o args`)"
+    return (
+        f"session {name} is being written by pid {pid} on {host}; {check}. If it is not, "
+        f"remove {lock} to take the session over"
+    )
 
 
 def release(folder: Path, token: str) -> None:

@@ -53,11 +53,19 @@ def run_id_for(index: int, spec: RunSpec, axes: list[str] | tuple[str, ...] = ()
     return "-".join(parts)
 
 
+def run_index(run_id: str) -> int:
+    """The queue position a run id starts with ("r012-none-s0" -> 12)."""
+    m = _RUN_DIR.match(run_id)
+    if m is None:
+        raise SessionError(f"bad run id {run_id!r}")
+    return int(m.group(1))
+
+
 def run_folders(runs: Path) -> list[tuple[int, str]]:
     """(index, run id) of every run folder in ``runs``, in queue order."""
     try:
         names = os.listdir(runs)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     found = []
     for name in names:

@@ -2,7 +2,7 @@
 
 A run with a result.json has the result's status. Without one, a run that logged steps or saved a
 resumable state is "running" while another live process holds the session's lock, else
-"interrupted" (its process died); a run with neither is "pending".
+"interrupted" (its process died); a run with neither, or without a folder yet, is "pending".
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def read_record(
 ) -> RunRecord:
     """The record of the run in ``folder``; ``live_step`` is its last step while it is recorded
     by this process, ``other_writer`` whether another live process holds the session's lock."""
+    if live_step is None and not folder.is_dir():
+        return RunRecord(folder.name, spec, RunStatus.PENDING, None, None, 0)  # not started yet
     result = read_result(folder / "result.json")
     error = None
     if live_step is not None:

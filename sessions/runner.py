@@ -2,8 +2,9 @@
 
 The runner owns the one queue of a session's training: front ends enqueue, cancel and observe;
 they keep no copy of it. Every event is written into the session before anyone else sees it. If
-writing fails (a full disk), the study stops with ``core.events.SinkError``: the runs in flight
-are left as they are on disk (interrupted, resumable from their last checkpoint).
+writing fails (a full disk), the study stops with ``core.events.SinkError``, whose message names
+the file ("no space left on device while writing PATH"): the runs in flight are left as they are
+on disk (interrupted, resumable from their last good checkpoint).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from core.events import Event, EventSink, SinkError
 from core.ledger import RunLedger
 from core.status import RESTARTABLE, TODO, RunStatus
 from sessions.executors import Executor, Job, make_executor
-from sessions.store import Session, SessionError
+from sessions.store import CheckpointError, Session, SessionError
 
 
 class StudyRunner:
@@ -160,10 +161,12 @@ class StudyRunner:
             spec = spec.replace(device=self.device)
         try:
             state = self.session.begin(run_id)
-        except Exception:  # e.g. an unreadable resume.pt: this run fails, the queue goes on
+        except CheckpointError:  # an unreadable resume.pt: this run fails, the queue goes on
             ledger = RunLedger.observing(run_id, spec)
             self._emit(ledger.end(RunStatus.FAILED, trace=traceback.format_exc()))
             return None
+        except OSError as err:  # the session's files cannot be written or read: all stop
+            raise SinkError(str(err)) from err
         return Job(run_id, spec, state)
 
     def _execute(self, jobs: list[Job], stops: dict[str, threading.Event]) -> None:
@@ -198,5 +201,7 @@ class StudyRunner:
                 self.on_event(event)
         except SinkError:
             raise
+        except OSError as err:  # atomic.WriteError: "no space left on device while writing X"
+            raise SinkError(str(err)) from err
         except Exception as err:
             raise SinkError(f"{type(err).__name__}: {err}") from err

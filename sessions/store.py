@@ -2,16 +2,27 @@
 
 Layout of ``<root>/<name>/``::
 
-    session.json   {format, name, created, study, provenance}
+    session.json   {format, name, created, study, grid_order, provenance}
+    added.jsonl    runs added after creation (the console's single runs): one line per
+                   add_runs call, {"runs": [{"run_id", "spec"}, ...]}
     lock           {pid, host, started, token} of the one process allowed to write (lock.py)
     results.csv    one row per run that has a result (finished, diverged, cancelled, failed)
     runs/<run_id>/ spec.json, metrics.csv, evals.csv, result.json, error.txt,
                    checkpoint.pt (final model), resume.pt (latest resumable state)
 
+A session's runs are its study's cells, in the study's order (grid_order keeps the order of its
+axes), with ids derived from it (``r<index>-<variant>-s<seed>[-<axis><value>...]``), then the
+runs of added.jsonl. A run's folder is made when the run first starts, so creating a session
+writes a few files whatever the study's size, and a kill at any moment of it loses no planned
+run: a run without a folder is simply pending. (Format 1 made every folder up front, and lost
+the order of the grid's axes: its runs are recovered from the study and the folders there are.)
+
 Every file is written whole to a temp file and renamed over its name, or appended one flushed
 line at a time, so a process killed at any moment leaves a session that opens: results already
-written stay, and a run that was training shows as "interrupted". The columns of the tables are
-in tables.py, the statuses a folder implies in records.py.
+written stay, and a run that was training shows as "interrupted". Temp files a killed writer left
+are removed when the session is next opened for writing. A write that fails raises
+atomic.WriteError (an OSError naming the file). The columns of the tables are in tables.py, the
+statuses a folder implies in records.py.
 
 ``Session`` composes the parts: paths (names, run ids), lock (one writer), writer (engine events
 into run folders), records (status of each run) and tables (results and exports).
@@ -20,7 +31,9 @@ into run folders), records (status of each run) and tables (results and exports)
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
+import os
 import secrets
 import threading
 import time
@@ -29,11 +42,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.events import RunFinished, RunStarted
-from core.spec import RunSpec, SpecError, Study
-from core.status import RESUMABLE, STATUS_ORDER
+from core.spec import FIELD_NAMES, RunSpec, Study
+from core.status import RESTARTABLE, STATUS_ORDER
 from sessions import atomic, lock, tables
 from sessions.errors import SessionError
-from sessions.paths import default_root, run_folders, run_id_for, session_path, validate_name
+from sessions.paths import (
+    default_root,
+    run_folders,
+    run_id_for,
+    run_index,
+    session_path,
+    validate_name,
+)
 from sessions.provenance import now_iso
 from sessions.records import RunRecord, read_record
 from sessions.tables import EVAL_COLUMNS, EXPORTS, METRIC_COLUMNS, RESULT_COLUMNS
@@ -47,6 +67,7 @@ __all__ = [
     "EXPORTS",
     "METRIC_COLUMNS",
     "RESULT_COLUMNS",
+    "CheckpointError",
     "RunRecord",
     "Session",
     "SessionError",
@@ -58,7 +79,13 @@ __all__ = [
     "validate_name",
 ]
 
-FORMAT = 1
+FORMAT = 2  # 2: run folders are made when their run starts; 1: every folder at creation
+ADDED = "added.jsonl"
+BROKEN_SUFFIX = ".broken"  # an unreadable resume.pt is moved aside to resume.pt.broken
+
+
+class CheckpointError(SessionError):
+    """A run's resume.pt cannot be loaded: the run fails, and the file is moved aside."""
 
 
 @dataclass
@@ -83,13 +110,15 @@ class Session:
         try:
             self.name = str(meta["name"])
             self.created = str(meta.get("created", ""))
-            self.study = Study.from_dict(meta["study"])
-        except (KeyError, TypeError, SpecError) as err:
+            self.study = Study.from_dict(_in_grid_order(meta["study"], meta.get("grid_order")))
+            self.format = int(meta.get("format", 1))
+        except (KeyError, TypeError, ValueError) as err:
             raise SessionError(f"session {path.name} is broken: bad session.json ({err})") from None
         self.provenance: dict[str, Any] = meta.get("provenance") or {}
         self.writable = False
         self._mutex = threading.RLock()  # record() runs in training threads
-        self._specs: dict[str, RunSpec] = {}
+        self._plan: dict[str, RunSpec | None] = {}  # run id -> spec (None: read from spec.json)
+        self._plan_mark: object = ()  # what the plan was read from (added.jsonl's size and time)
         self._writer = EventWriter(path / "runs", self.spec)
         self._token: str | None = None
 
@@ -104,8 +133,16 @@ class Session:
         name: str | None = None,
         provenance: dict | None = None,
     ) -> Session:
-        """A new session folder holding ``study`` with every run pending; the lock is taken."""
+        """A new session folder holding ``study`` with every run pending; the lock is taken.
+
+        Writes session.json and an empty runs/ whatever the study's size (run folders come
+        when their runs start). Raises SpecError for a study cell that cannot work, before
+        anything is written.
+        """
         root = Path(root) if root is not None else default_root()
+        study.specs()
+        if root.exists() and not root.is_dir():
+            raise SessionError(f"session root {root} is not a folder")
         root.mkdir(parents=True, exist_ok=True)
         if name is not None:
             path = root / validate_name(name)
@@ -122,13 +159,18 @@ class Session:
             "name": path.name,
             "created": now_iso(),
             "study": study.to_dict(),
+            "grid_order": list(study.grid),  # JSON keys are sorted: this keeps the runs' order
             "provenance": provenance or {},
         }
         session = cls(path, meta)
         session._take_lock()
-        atomic.write_json(path / "session.json", meta)
-        (path / "runs").mkdir()
-        session.add_runs(study.specs())
+        try:
+            with atomic.writing(path / "runs"):
+                (path / "runs").mkdir()
+            atomic.write_json(path / "session.json", meta)  # the session exists from here on
+        except BaseException:
+            session.close()
+            raise
         return session
 
     @classmethod
@@ -143,14 +185,18 @@ class Session:
         except FileNotFoundError:
             raise SessionError(f"{path} is not a labtui session (no session.json)") from None
         except (OSError, ValueError) as err:
-            raise SessionError(f"session {path.name} is broken: session.json: {err}") from None
+            reason = getattr(err, "strerror", None) or err
+            raise SessionError(f"session {path.name} is broken: session.json: {reason}") from None
         if not isinstance(meta, dict):
             raise SessionError(f"session {path.name} is broken: session.json is not an object")
         session = cls(path, meta)
         if write:
             session._take_lock()
-            (path / "runs").mkdir(exist_ok=True)
-            tables.write_results_csv(session)  # heal a kill between result.json and results.csv
+            try:
+                session._heal()
+            except BaseException:
+                session.close()
+                raise
         return session
 
     def close(self) -> None:
@@ -178,12 +224,9 @@ class Session:
         return self.path / "runs" / run_id
 
     def run_ids(self) -> list[str]:
-        """Run ids in queue order (folders without a spec.json are a kill mid-add: skipped)."""
-        return [
-            name
-            for _, name in run_folders(self.path / "runs")
-            if (self.run_dir(name) / "spec.json").exists()
-        ]
+        """Run ids in queue order: the study's runs, then the added ones."""
+        with self._mutex:
+            return list(self._planned())
 
     def runs(self) -> list[RunRecord]:
         """Every run in queue order with its status (a core.status.RunStatus)."""
@@ -198,18 +241,19 @@ class Session:
             return self._record(run_id, writer is not None)
 
     def spec(self, run_id: str) -> RunSpec:
-        spec = self._specs.get(run_id)
-        if spec is None:
+        with self._mutex:
             self._check_run(run_id)
-            try:
-                data = json.loads((self.run_dir(run_id) / "spec.json").read_text())
-                spec = RunSpec.from_dict(data)
-            except (OSError, ValueError, TypeError) as err:
-                raise SessionError(
-                    f"run {run_id} of {self.name} is broken: spec.json: {err}"
-                ) from None
-            self._specs[run_id] = spec
-        return spec
+            spec = self._plan[run_id]
+            if spec is None:  # a run of a format-1 session: its spec.json says
+                try:
+                    data = json.loads((self.run_dir(run_id) / "spec.json").read_text())
+                    spec = RunSpec.from_dict(data)
+                except (OSError, ValueError, TypeError) as err:
+                    raise SessionError(
+                        f"run {run_id} of {self.name} is broken: spec.json: {err}"
+                    ) from None
+                self._plan[run_id] = spec
+            return spec
 
     def writer(self) -> str | None:
         """ "pid N on HOST" of another live process holding the lock, else None."""
@@ -249,47 +293,55 @@ class Session:
     # -- writing -------------------------------------------------------------------------------
 
     def add_runs(self, specs: list[RunSpec]) -> list[str]:
-        """Append runs to the queue (pending); returns their new, never reused ids."""
+        """Append runs to the queue (pending); returns their new, never reused ids.
+
+        One line in added.jsonl, flushed to disk before this returns: the runs survive a kill
+        from then on, and a kill while the line is written leaves none of them (a cut last line
+        is dropped).
+        """
         self._check_writable()
         with self._mutex:
-            folders = run_folders(self.path / "runs")
-            index = folders[-1][0] + 1 if folders else 0
+            plan = self._planned()
+            used = [run_index(r) for r in plan] + [i for i, _ in run_folders(self.path / "runs")]
+            index = max(used, default=-1) + 1
             axes = self.study.axes
-            ids = []
-            for spec in specs:
-                run_id = run_id_for(index, spec, axes)
-                self.run_dir(run_id).mkdir(parents=True)
-                atomic.write_json(self.run_dir(run_id) / "spec.json", spec.to_dict())
-                self._specs[run_id] = spec
-                ids.append(run_id)
-                index += 1
+            ids = [run_id_for(index + i, spec, axes) for i, spec in enumerate(specs)]
+            if not ids:
+                return []
+            runs = [{"run_id": r, "spec": s.to_dict()} for r, s in zip(ids, specs, strict=True)]
+            atomic.append_line(self.path / ADDED, json.dumps({"runs": runs}) + "\n")
+            plan.update(zip(ids, specs, strict=True))
+            self._plan_mark = _mark(self.path / ADDED)
             return ids
 
     def begin(self, run_id: str, *, fresh: bool = False) -> dict[str, Any] | None:
         """Get a run's folder ready to train; returns the state to resume from, or None.
 
-        Interrupted and cancelled runs continue from resume.pt (their CSVs cut back to its
-        step); other runs, or ``fresh``, start over with their old files removed.
+        A run that did not end by itself (interrupted, cancelled, or failed) continues from its
+        resume.pt, its CSVs cut back to that step; a failed run keeps its checkpoint because a
+        failure (out of memory, a dead worker) is not the checkpoint's. A resume.pt that cannot
+        be loaded is the exception: it is moved to resume.pt.broken and CheckpointError is
+        raised (the run fails; retried, it starts over). Runs without a resume.pt, or
+        ``fresh``, start over with their old files removed.
         """
         self._check_writable()
         with self._mutex:
+            self._writer.prepare(run_id, self.spec(run_id))
             record = self._record(run_id, False)
             resume = self.run_dir(run_id) / "resume.pt"
-            if not fresh and record.status in RESUMABLE and resume.exists():
-                import torch
-
-                state = torch.load(resume, map_location="cpu", weights_only=True)
+            if not fresh and record.status in RESTARTABLE and resume.exists():
+                state = self._load_resume(run_id, resume)
                 self._writer.rewind(run_id, int(state["step"]))
                 return state
             self._writer.clear(run_id)
             return None
 
     def record(self, event: object) -> None:
-        """Write one engine event into the run's folder."""
+        """Write one engine event into the run's folder (atomic.WriteError when that fails)."""
         self._check_writable()
         with self._mutex:
             if isinstance(event, RunStarted):
-                self._check_run(event.run_id, need_spec=False)
+                self._check_run(event.run_id)
             self._writer.write(event)
             if isinstance(event, RunFinished):
                 tables.write_results_csv(self)
@@ -302,10 +354,75 @@ class Session:
             self.run_dir(run_id), self.spec(run_id), live_step=live_step, other_writer=other_writer
         )
 
-    def _check_run(self, run_id: str, need_spec: bool = True) -> None:
-        if "/" in run_id or run_id.startswith(".") or not self.run_dir(run_id).is_dir():
-            raise SessionError(f"session {self.name} has no run {run_id!r}")
-        if need_spec and not (self.run_dir(run_id) / "spec.json").exists():
+    def _planned(self) -> dict[str, RunSpec | None]:
+        """Run id -> spec of every run, in queue order (re-read when added.jsonl changes)."""
+        mark = _mark(self.path / ADDED)
+        if self._plan and mark == self._plan_mark:
+            return self._plan
+        plan = _study_plan(self.study) if self.format >= 2 else self._format1_plan()
+        plan.update(_read_added(self.path / ADDED, self.name))
+        self._plan, self._plan_mark = plan, mark
+        return plan
+
+    def _format1_plan(self) -> dict[str, RunSpec | None]:
+        """The runs of a format-1 session: it made every run's folder at creation (a kill in
+        between lost the rest) and its session.json lost the order of the grid's axes (sorted
+        keys). The study's runs come back in the first axis order whose ids the existing folders
+        bear (variant-major when they do not tell), then the folders of runs added later."""
+        folders = {
+            run_id: None
+            for _, run_id in run_folders(self.path / "runs")
+            if (self.run_dir(run_id) / "spec.json").exists()
+        }
+        grid = self.study.grid
+        usual = tuple(sorted(grid, key=FIELD_NAMES.index))  # variant, seed, ...: tried first
+        others = itertools.permutations(grid) if len(grid) <= 4 else ()
+        for names in dict.fromkeys([usual, *others]):
+            study = Study(self.study.base, {n: grid[n] for n in names}, self.study.order)
+            plan: dict[str, RunSpec | None] = _study_plan(study)
+            ids = list(plan)
+            if all(ids[i] == r for r in folders if (i := run_index(r)) < len(ids)):
+                plan.update(folders)
+                return dict(sorted(plan.items(), key=lambda item: run_index(item[0])))
+        return folders
+
+    def _load_resume(self, run_id: str, path: Path) -> dict[str, Any]:
+        """A run's resume.pt; one that cannot be loaded is moved aside (CheckpointError)."""
+        import torch
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            int(state["step"])
+            spec = state.get("spec")
+            if spec is not None and RunSpec.from_dict(spec).key() != self.spec(run_id).key():
+                raise ValueError("it belongs to another run spec")
+        except OSError:
+            raise  # the file cannot be read (not that it is broken): nothing is moved
+        except Exception as err:
+            with atomic.writing(path):
+                path.replace(path.with_name(path.name + BROKEN_SUFFIX))
+            raise CheckpointError(
+                f"run {run_id}: resume.pt cannot be loaded ({type(err).__name__}: {err}); it "
+                f"was moved to resume.pt{BROKEN_SUFFIX} and the run starts over when retried"
+            ) from err
+        return state
+
+    def _heal(self) -> None:
+        """Make a session opened for writing whole again after a kill: its runs/ folder, temp
+        files left behind, and results.csv rebuilt from the runs' result.json files."""
+        runs = self.path / "runs"
+        if runs.exists() and not runs.is_dir():
+            raise SessionError(f"session {self.name} is broken: {runs} is not a folder")
+        with atomic.writing(runs):
+            runs.mkdir(exist_ok=True)
+        atomic.remove_temps(self.path, keep=lock.is_lock_temp)
+        atomic.remove_temps(self.path / "export")
+        for name in os.listdir(runs):
+            atomic.remove_temps(runs / name)
+        tables.write_results_csv(self)
+
+    def _check_run(self, run_id: str) -> None:
+        if run_id not in self._planned():
             raise SessionError(f"session {self.name} has no run {run_id!r}")
 
     def _check_writable(self) -> None:
@@ -337,7 +454,45 @@ def list_sessions(root: Path | str | None = None) -> list[SessionSummary]:
             )
         except SessionError as err:
             found.append(SessionSummary(path.name, path, "", error=str(err)))
+        except OSError as err:  # a file of the wrong kind, unreadable: shown, not fatal
+            reason = f"{err.strerror or err}: {err.filename}" if err.filename else str(err)
+            found.append(SessionSummary(path.name, path, "", error=f"cannot read it: {reason}"))
     return sorted(found, key=lambda s: (s.created, s.name))
+
+
+def _study_plan(study: Study) -> dict[str, RunSpec | None]:
+    """Run id -> spec of a study's runs, in its order: the ids follow from the study alone."""
+    axes = study.axes
+    return {run_id_for(i, spec, axes): spec for i, spec in enumerate(study.specs())}
+
+
+def _in_grid_order(study: dict[str, Any], order: list[str] | None) -> dict[str, Any]:
+    """A study dict with its grid's axes in ``order`` (the order they had when it was created)."""
+    grid = study.get("grid")
+    if not order or not isinstance(grid, dict) or sorted(order) != sorted(grid):
+        return study
+    return {**study, "grid": {name: grid[name] for name in order}}
+
+
+def _read_added(path: Path, name: str) -> dict[str, RunSpec]:
+    """The runs of added.jsonl (complete lines: a line cut by a kill is dropped)."""
+    added: dict[str, RunSpec] = {}
+    for number, line in enumerate(atomic.complete_lines(path).splitlines(), start=1):
+        try:
+            for run in json.loads(line)["runs"]:
+                added[str(run["run_id"])] = RunSpec.from_dict(run["spec"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise SessionError(f"session {name} is broken: {path} line {number}: {err}") from None
+    return added
+
+
+def _mark(path: Path) -> object:
+    """What identifies a file's content cheaply: its size and modification time (None: none)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
 
 
 def _new_folder(root: Path) -> Path:

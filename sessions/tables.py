@@ -23,6 +23,7 @@ results.csv is rebuilt from the runs' result.json files, which are the source of
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,16 +83,51 @@ def write_results_csv(session: Session) -> None:
 
 
 def read_run_csv(path: Path, columns: tuple[str, ...], where: str) -> pd.DataFrame:
-    """A run's metrics.csv or evals.csv, complete lines only; ``where`` names the run in errors."""
+    """A run's metrics.csv or evals.csv, every value a number (or empty); ``where`` names the
+    run in errors.
+
+    A last line without its newline is what a kill mid-write leaves: it is dropped. Any other
+    row that does not parse (a wrong number of fields, a value that is not a number) is an
+    error naming the file and the line: corrupt data is never exported as data.
+    """
     import pandas as pd
 
     text = atomic.complete_lines(path)
     if not text.strip():
         return pd.DataFrame(columns=list(columns))
+    rows = csv.reader(io.StringIO(text))
+    width = len(next(rows))
+    for number, row in enumerate(rows, start=2):
+        if len(row) != width:
+            raise SessionError(
+                f"{where} is broken: {path} line {number}: {len(row)} values, not {width}"
+            )
     try:
-        return pd.read_csv(io.StringIO(text))
+        raw = pd.read_csv(
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,  # an empty cell stays "" (no value), not NaN
+            skip_blank_lines=False,
+            index_col=False,
+        )
     except (ValueError, pd.errors.ParserError) as err:
-        raise SessionError(f"{where} is broken: {path.name}: {err}") from None
+        raise SessionError(f"{where} is broken: {path}: {err}") from None
+    frame = pd.DataFrame(index=raw.index)
+    for name in raw.columns:
+        cells = raw[name]
+        numbers = pd.to_numeric(cells.where(cells != ""), errors="coerce")
+        bad = numbers.isna() & (cells != "")
+        bad &= ~cells.str.strip().str.lower().isin(("nan", "+nan", "-nan"))
+        if name == "step":
+            bad |= numbers.isna() | (numbers != numbers.round())
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise SessionError(
+                f"{where} is broken: {path} line {row + 2}: {name} {cells.iloc[row]!r} is not "
+                + ("an integer" if name == "step" else "a number")
+            )
+        frame[name] = numbers.astype("int64") if name == "step" else numbers
+    return frame
 
 
 def export(session: Session, what: str = "results") -> pd.DataFrame:

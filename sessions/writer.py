@@ -1,11 +1,14 @@
 """The files a run's training writes into its folder, written from engine events.
 
 Only the process holding the session's lock writes. metrics.csv and evals.csv get one flushed line
-per event and stay open while their run trains; every other file is replaced whole (atomic).
+per event and stay open while their run trains; every other file is replaced whole (atomic). A
+write that fails raises atomic.WriteError naming the file; what is on disk stays readable (a cut
+last row is dropped by every reader, a replaced file is the old one or the new one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -46,17 +49,25 @@ class EventWriter:
                 import torch
 
                 name = "checkpoint.pt" if event.final else "resume.pt"
-                path = self.runs / event.run_id / name
-                atomic.write_with(path, lambda f: torch.save(event.state, f))
+                data = io.BytesIO()  # serialized first: a failed write then has a plain errno
+                torch.save(event.state, data)
+                atomic.write_bytes(self.runs / event.run_id / name, data.getbuffer())
             case RunStarted():
-                spec_file = self.runs / event.run_id / "spec.json"
-                if not spec_file.exists():
-                    atomic.write_json(spec_file, event.spec.to_dict())
+                self.prepare(event.run_id, event.spec)
                 self.live[event.run_id] = event.start_step
             case RunFinished():
                 self._finish(event)
             case _:
                 raise TypeError(f"not an engine event: {event!r}")
+
+    def prepare(self, run_id: str, spec: RunSpec) -> None:
+        """Create a run's folder with its spec.json, if not there yet (run folders are made when
+        their run starts, not when the session is created)."""
+        folder = self.runs / run_id
+        with atomic.writing(folder):
+            folder.mkdir(exist_ok=True)
+        if not (folder / "spec.json").exists():
+            atomic.write_json(folder / "spec.json", spec.to_dict())
 
     def rewind(self, run_id: str, step: int) -> None:
         """Cut a run back to its resumable state at ``step``: CSV rows after it and its end go."""
@@ -81,9 +92,15 @@ class EventWriter:
     def close(self, run_id: str | None = None) -> None:
         """Close the open files of ``run_id``; with None, of every run, and no run is live."""
         for key in [k for k in self._files if run_id is None or k[0] == run_id]:
-            self._files.pop(key).close()
+            self._close(key)
         if run_id is None:
             self.live.clear()
+
+    def _close(self, key: tuple[str, str]) -> None:
+        # Every row was flushed when written, so only a row whose write already failed (and was
+        # reported) can be pending here: closing must not raise a second time for it.
+        with contextlib.suppress(OSError):
+            self._files.pop(key).close()
 
     def _finish(self, event: RunFinished) -> None:
         run_id, result = event.run_id, event.result
@@ -100,16 +117,23 @@ class EventWriter:
         self.live.pop(run_id, None)
 
     def _append(self, run_id: str, name: str, header: tuple[str, ...], values: list[Any]) -> None:
-        f = self._files.get((run_id, name))
-        if f is None:
-            path = self.runs / run_id / name
-            new = not path.exists() or path.stat().st_size == 0
-            f = open(path, "a", newline="")  # noqa: SIM115 - kept open while the run trains
-            if new:
-                f.write(atomic.csv_line(header))
-            self._files[(run_id, name)] = f
-        f.write(atomic.csv_line(values))
-        f.flush()
+        path = self.runs / run_id / name
+        try:
+            with atomic.writing(path):
+                f = self._files.get((run_id, name))
+                if f is None:
+                    atomic.cut_torn_line(path)
+                    new = not path.exists() or path.stat().st_size == 0
+                    f = open(path, "a", newline="")  # noqa: SIM115 - open while the run trains
+                    self._files[(run_id, name)] = f
+                    if new:
+                        f.write(atomic.csv_line(header))
+                f.write(atomic.csv_line(values))
+                f.flush()
+        except OSError:
+            if (run_id, name) in self._files:
+                self._close((run_id, name))  # the next append starts afresh
+            raise
 
     def _truncate(self, run_id: str, name: str, header: tuple[str, ...], step: int) -> None:
         """Keep only the complete rows of ``name`` up to ``step`` (atomic rewrite)."""

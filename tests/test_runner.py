@@ -106,6 +106,7 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(tmp_path, corpus, spec):
 def test_a_failing_run_is_recorded_and_the_queue_goes_on(tmp_path, corpus, spec):
     session = make_session(tmp_path, spec.replace(iters=6))
     broken = session.run_dir("r000-none-s0")
+    broken.mkdir()  # run folders are made when a run starts: this one has
     (broken / "metrics.csv").write_text("step,tokens\n1,256\n")
     (broken / "resume.pt").write_bytes(b"not a checkpoint")  # interrupted, unreadable state
     cuda = session.add_runs([spec.replace(device="cuda:7")])[0]  # fails inside the engine
@@ -114,6 +115,8 @@ def test_a_failing_run_is_recorded_and_the_queue_goes_on(tmp_path, corpus, spec)
     status = {r.run_id: r for r in session.runs()}
     assert status["r000-none-s0"].status == "failed"
     assert "Traceback" in status["r000-none-s0"].error
+    assert "resume.pt cannot be loaded" in status["r000-none-s0"].error
+    assert (broken / "resume.pt.broken").exists()  # put aside: the retry starts over
     assert status["r001-rmsnorm-s0"].status == "finished"
     assert status[cuda].status == "failed" and "CUDA" in status[cuda].error
     assert (session.run_dir(cuda) / "error.txt").exists()

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labtui.commands.options import RootOption
-from labtui.errors import fail
+from labtui.errors import fail, os_error_line
 
 LEFT_COLUMNS = ("variant", "metric", "family", "effect", "ranking (by PPL)", "winner")
 
@@ -30,7 +30,7 @@ def report(
     except SessionError as err:
         fail(str(err))
     except OSError as err:
-        fail(f"cannot write the report of {session}: {err}")
+        fail(f"cannot write the report of {session}: {os_error_line(err)}")
     show(result, Console())
 
 

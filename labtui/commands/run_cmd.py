@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from core.spec import FIELD_NAMES, RunSpec, SpecError, Study
+from core.spec import FIELD_NAMES, MAX_RUNS, RunSpec, SpecError, Study, check_size
 from core.status import RESUMABLE, RunStatus
 from labtui.commands.options import (
     AddressOption,
@@ -48,7 +49,8 @@ GRID_FLAGS: dict[str, tuple[str, type]] = {
 
 
 def parse_values(flag: str, text: str, kind: type) -> list[Any]:
-    """ "0,1,2" -> [0, 1, 2]; integer flags also take ranges such as "0-4"."""
+    """ "0,1,2" -> [0, 1, 2]; integer flags also take ranges such as "0-4", kept as ``range``
+    objects (``expand`` builds them, once ``count`` has said how many values they hold)."""
     values: list[Any] = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -58,7 +60,7 @@ def parse_values(flag: str, text: str, kind: type) -> list[Any]:
                 low, high = (int(x) for x in item.split("-", 1))
                 if high < low:
                     raise ValueError
-                values.extend(range(low, high + 1))
+                values.append(range(low, high + 1))
             else:
                 values.append(kind(item))
         except ValueError:
@@ -67,40 +69,58 @@ def parse_values(flag: str, text: str, kind: type) -> list[Any]:
     return values
 
 
+def count(values: list[Any]) -> int:
+    return sum(v.stop - v.start if isinstance(v, range) else 1 for v in values)
+
+
+def expand(values: list[Any]) -> tuple[Any, ...]:
+    return tuple(x for v in values for x in (v if isinstance(v, range) else (v,)))
+
+
 def build_study(
     study_text: str | None = None,
     flags: dict[str, str] | None = None,
     *,
     order: str | None = None,
     device: str | None = None,
+    max_runs: int = MAX_RUNS,
 ) -> Study:
     """The study of a TOML text (default: the protocol) with flag values laid over it.
 
     A flag with one value sets the base spec (and drops that field from the grid), a comma
-    list makes it a grid axis; variants and seeds always stay grid axes. Raises SpecError.
+    list makes it a grid axis; variants and seeds always stay grid axes. The study's runs are
+    counted before any is built: more than ``max_runs`` is refused. Raises SpecError.
     """
     study = Study.from_toml(study_text) if study_text is not None else Study()
     base = study.base.to_dict()
-    grid = dict(study.grid)
+    grid: dict[str, list[Any]] = {name: list(values) for name, values in study.grid.items()}
     for flag, text in (flags or {}).items():
         name, kind = GRID_FLAGS[flag]
         values = parse_values(flag, text, kind)
-        base[name] = values[0]  # a valid base even when only the swept cells are
-        if name in ("variant", "seed") or len(values) > 1:
-            grid[name] = tuple(values)
+        first = values[0][0] if isinstance(values[0], range) else values[0]
+        base[name] = first  # a valid base even when only the swept cells are
+        if name in ("variant", "seed") or count(values) > 1:
+            grid[name] = values
         else:
             grid.pop(name, None)
     if device is not None:
         base["device"] = device
         grid.pop("device", None)
-    for name in grid:  # swept fields: the base takes the first value
-        if name in FIELD_NAMES and grid[name]:
-            base[name] = grid[name][0]
+    try:
+        check_size(math.prod(count(values) for values in grid.values()), max_runs)
+    except SpecError as err:
+        raise SpecError(f"{err} (--max-runs N raises it)") from None
+    built = {name: expand(values) for name, values in grid.items()}
+    for name in built:  # swept fields: the base takes the first value
+        if name in FIELD_NAMES and built[name]:
+            base[name] = built[name][0]
     try:
         spec = RunSpec.from_dict(base)
     except TypeError as err:
         raise SpecError(str(err)) from None
-    return Study(base=spec, grid=grid, order=order or study.order, description=study.description)
+    study = Study(base=spec, grid=built, order=order or study.order, description=study.description)
+    study.check(max_runs)
+    return study
 
 
 def run(
@@ -181,6 +201,15 @@ def run(
             "--order", help="grid (variant-major) or interleaved (seed-major: every variant early)."
         ),
     ] = None,
+    max_runs: Annotated[
+        int,
+        typer.Option(
+            "--max-runs",
+            min=1,
+            help="Refuse a study of more runs than this (a guard against typos such as "
+            "--seeds 0-1000000000).",
+        ),
+    ] = MAX_RUNS,
     group: GroupOption = None,
     executor: ExecutorOption = "local",
     address: AddressOption = None,
@@ -219,7 +248,7 @@ def run(
             except (OSError, UnicodeDecodeError) as err:
                 fail(f"cannot read study file {study}: {getattr(err, 'strerror', None) or err}")
         try:
-            the_study = build_study(text, given, order=order, device=device)
+            the_study = build_study(text, given, order=order, device=device, max_runs=max_runs)
         except SpecError as err:
             fail(str(err))
         _check_device(the_study.base.device)
@@ -243,6 +272,8 @@ def run(
     except SessionError as err:
         fail(str(err))
     corpus = _load_corpus(data)
+    if resume is None:
+        _check_corpus(corpus, the_study)
 
     try:
         if resume is not None:
@@ -253,6 +284,12 @@ def run(
             )
     except SessionError as err:
         fail(str(err))
+    if resume is not None:
+        try:
+            _check_corpus(corpus, the_session.study)
+        except typer.Exit:
+            the_session.close()
+            raise
     try:
         _run_queue(
             the_session, corpus, retry_failed, group, the_executor, device if resume else None
@@ -315,9 +352,15 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
         from sessions.store import SessionError
 
         if isinstance(errors[0], SinkError):
+            cause = errors[0].__cause__
+            what = (
+                errors[0]
+                if isinstance(cause, OSError)
+                else f"cannot write session {session.name} ({errors[0]})"
+            )
             fail(
-                f"cannot write session {session.name} ({errors[0]}); the study stopped. Its runs "
-                f"are saved up to their last checkpoint: `labtui run --resume {session.name}`"
+                f"{what}; the study stopped, its runs are saved up to their last checkpoint:"
+                f" once that is fixed, `labtui run --resume {session.name}` goes on from there"
             )
         if isinstance(errors[0], SessionError):
             fail(str(errors[0]))
@@ -359,6 +402,17 @@ def _check_device(device: str) -> None:
         resolve_device(device)
     except RuntimeError as err:
         fail(str(err))
+
+
+def _check_corpus(corpus, study: Study) -> None:
+    """A corpus too short for the study's context is refused before anything trains."""
+    context = max(study.grid.get("block_size", (study.base.block_size,)))
+    if len(corpus.train) <= context or len(corpus.val) < 2:
+        fail(
+            f"the corpus is too short for a context of {context}: its training split has "
+            f"{len(corpus.train):,} tokens and needs more than {context} (a longer text, or a "
+            f"smaller --context)"
+        )
 
 
 def _load_corpus(path: Path | None):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from labtui.errors import fail
+from labtui.errors import fail, guard
 
 app = typer.Typer(
     help="The built-in studies: `labtui studies` lists them, `labtui studies show NAME` prints "
@@ -17,7 +17,6 @@ app = typer.Typer(
 )
 
 
-@app.callback()
 def studies(
     ctx: typer.Context,
     device: Annotated[
@@ -64,7 +63,6 @@ def studies(
     )
 
 
-@app.command("show")
 def show(name: Annotated[str, typer.Argument(help="A built-in study's name.")]) -> None:
     """Print a built-in study's TOML."""
     from core.presets import preset_text
@@ -74,3 +72,7 @@ def show(name: Annotated[str, typer.Argument(help="A built-in study's name.")]) 
         print(preset_text(name), end="")
     except SpecError as err:
         fail(str(err))
+
+
+app.callback()(guard(studies))
+app.command("show")(guard(show))
