@@ -14,7 +14,7 @@ class RunStatus(StrEnum):
     DIVERGED = "diverged"  # stopped by a non-finite loss or gradient
     CANCELLED = "cancelled"  # stopped on request; resumable from its checkpoint
     INTERRUPTED = "interrupted"  # its process or worker died; resumable from its checkpoint
-    FAILED = "failed"  # raised an error; retried from scratch on request
+    FAILED = "failed"  # raised an error; retried on request (from its checkpoint if it has one)
 
 
 # The order tables list statuses in.
@@ -28,5 +28,5 @@ DONE = frozenset({RunStatus.FINISHED, RunStatus.DIVERGED})
 RESUMABLE = frozenset({RunStatus.INTERRUPTED, RunStatus.CANCELLED})
 # What "finish the study" trains: never started, or stopped before the end.
 TODO = frozenset({RunStatus.PENDING}) | RESUMABLE
-# What a user may send back to training by hand (a failed run starts over).
+# What a user may send back to training by hand (a failed run continues from a valid resume.pt).
 RESTARTABLE = TODO | {RunStatus.FAILED}

@@ -13,7 +13,7 @@ TOKENS_PER_STEP = 16 * 128  # the protocol's batch x context
 
 
 def test_the_presets_are_the_four_studies():
-    assert presets.preset_names() == ["budget-sweep", "controls", "lr-sweep", "protocol"]
+    assert presets.preset_names() == ["protocol", "budget-sweep", "controls", "lr-sweep"]
 
 
 @pytest.mark.parametrize("name", ["budget-sweep", "controls", "lr-sweep", "protocol"])
