@@ -30,23 +30,24 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Export a session as CSV to stdout or --out."""
-    from sessions import atomic
-    from sessions.store import EXPORTS, Session, SessionError
+    from sessions.export import EXPORTS, csv_text, export_csv
+    from sessions.store import Session, SessionError
 
     if what not in EXPORTS:
         fail(f"unknown --what {what!r}: choose {', '.join(EXPORTS)}")
     if out is not None and out.exists() and not force:
         fail(f"{out} exists: use --force to overwrite it")
     try:
-        frame = Session.open(root, session).export(what)
+        opened = Session.open(root, session)
+        if out is None:
+            text, _ = csv_text(opened, what)
+        else:
+            rows = export_csv(opened, what, out)
     except SessionError as err:
         fail(str(err))
-    text = frame.to_csv(index=False)
+    except OSError as err:
+        fail(f"cannot write {out}: {err.strerror or err}")
     if out is None:
         sys.stdout.write(text)
         return
-    try:
-        atomic.write_text(out, text)
-    except OSError as err:
-        fail(f"cannot write {out}: {err.strerror or err}")
-    print(f"wrote {len(frame)} rows to {out}", file=sys.stderr)
+    print(f"wrote {rows} rows to {out}", file=sys.stderr)
