@@ -1,17 +1,16 @@
 """The lab console: `labtui` with no arguments.
 
-Training runs in one Textual thread worker that hands run ids, one at a time, to a
-sessions.runner.StudyRunner. The runner writes every event into the session folder and passes it
-on; the worker turns it into a message (labtui.messages) and the app applies it to the run views
-(labtui.runview). Widgets redraw from a timer, only what changed, a few times a second.
+The session's sessions.runner.StudyRunner owns the queue; labtui.training.Training enqueues into
+it, drains it in one thread worker and collects its events. A redraw timer applies the events
+collected since the last tick to the run views (labtui.runview) and brings the widgets up to date,
+only what changed, a few times a second. Export and report run in workers too;
+Worker.StateChanged is the one place their results and errors arrive.
 """
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,22 +19,22 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
+from core import events as ev
+from core.events import SinkError
 from core.spec import RunSpec, Study
-from labtui import messages as msg
-from labtui.plotting import PlotOptions
-from labtui.runview import RunView, overall_progress, results_frame
+from core.status import RESTARTABLE, TODO, RunStatus
+from labtui import device_monitor
+from labtui.messages import RunSelected
+from labtui.runview import RunViews, overall_progress
+from labtui.training import Training
 from labtui.widgets.console import ConsoleScreen
 from labtui.widgets.forms import ConfirmQuit, NewRunForm
-from labtui.widgets.gauge import NormGauge
-from labtui.widgets.header import HeaderInfo, LabHeader
+from labtui.widgets.header import HeaderInfo
 from labtui.widgets.help import HelpScreen, TracebackScreen
-from labtui.widgets.plots import CurvePlot
-from labtui.widgets.results_grid import ResultsGrid
-from labtui.widgets.run_queue import RunQueue
 
-REDRAW_S = 0.3  # queue rows and header refresh at most this often
+REDRAW_S = 0.3  # events are applied and queue rows and header redrawn at most this often
 PLOT_REDRAW_S = 1.0  # plots (the costly part) at most this often while data streams in
-RESUMABLE = ("pending", "interrupted", "cancelled", "failed")
+QUIT_WAIT_S = 60.0  # leaving without the quit dialog: how long to wait for the run in flight
 
 
 class LabApp(App[None]):
@@ -59,9 +58,9 @@ class LabApp(App[None]):
         device: str = "auto",
         session_name: str | None = None,
         data_label: str | None = None,
-        device_label: str | None = None,
         executor=None,
         executor_label: str | None = None,
+        device_snapshot: Callable[[str], device_monitor.DeviceSnapshot] = device_monitor.snapshot,
     ) -> None:
         super().__init__()
         self.corpus = corpus
@@ -72,26 +71,19 @@ class LabApp(App[None]):
         self.study = study or Study(base=self.base)
         self.session_name = session_name
         self.data_label = data_label or _data_label(corpus)
-        self.device_label = device_label or _device_label(device)
-        self.executor = executor  # None: the runner's default executor
+        self.executor = executor  # None: the runner's default (local) executor
         self.executor_label = executor_label  # e.g. "ray: 2 nodes, 64 CPUs, 8 GPUs"
-        self.views: dict[str, RunView] = {}
-        self.opts = PlotOptions()
+        self.device_snapshot = device_snapshot  # the header's (a fixed one in snapshot tests)
+        self.views = RunViews()
+        self.axes: list[str] = []  # the session's swept fields besides variant and seed
         self.selected: str | None = None
-        self.runner = None
-        self._queue: deque[str] = deque()  # run ids waiting for the worker, in order
-        self._lock = threading.Lock()  # guards _queue, _worker_live and _handed
-        self._worker_live = False
-        self._handed: set[str] = set()  # handed to the runner and not finished yet
-        self._dirty_rows: set[str] = set()
-        self._dirty_plots = False
+        self.trainer: Training | None = None
+        self._waiting: set[str] = set()  # queued or running, as last drawn
         self._plotted_at = 0.0
-        self._dirty_results = False
         self._quitting = False
-        self._rate: tuple[float, int] | None = None  # (start time, steps) of this training spell
         self.main_screen: ConsoleScreen | None = None
 
-    # -- building the screen ---------------------------------------------------------------------
+    # -- building the picture --------------------------------------------------------------------
 
     def get_default_screen(self) -> ConsoleScreen:
         return ConsoleScreen()
@@ -102,50 +94,34 @@ class LabApp(App[None]):
         if self.session is not None:
             self.load_session()
         self.set_interval(REDRAW_S, self.redraw)
-        self.set_interval(2.0, self.refresh_header)
-        self.refresh_header()
-        screen.query_one(RunQueue).focus()
+        screen.header.take_snapshot = self.device_snapshot
+        label, watched = _device(self.device, self.executor)
+        screen.header.watch_device(watched, label, self.executor_label)
+        screen.queue.focus()
 
     def load_session(self) -> None:
         """Rebuild every view from the session folder (curves, statuses, results)."""
-        for record in self.session.runs():
-            if record.run_id in self.views:
-                continue
-            self.views[record.run_id] = RunView.from_record(
-                record, self.session.metrics(record.run_id), self.session.evals(record.run_id)
-            )
-            self._dirty_rows.add(record.run_id)
-        self._dirty_plots = self._dirty_results = True
+        self.axes = self.session.axes()
+        self.views.load(self.session)
         self.redraw(force_plots=True)
 
-    # -- messages from the training worker -------------------------------------------------------
-
-    def post_event(self, event: object) -> None:
-        """The runner's on_event: called in the training thread, hands the event to the UI."""
-        message = msg.wrap(event)
-        if message is not None:
-            self.post_message(message)
-
-    @on(msg.EngineEvent)
-    def apply_event(self, message: msg.EngineEvent) -> None:
-        view = self.views.get(message.run_id)
-        if view is None:
+    def apply_events(self) -> None:
+        """Apply the engine events the runner sent since the last call to the run views."""
+        if self.trainer is None or not self.is_running:
             return
-        view.apply(message.event)
-        self._dirty_rows.add(view.run_id)
-        self._dirty_plots = True
-        if isinstance(message, msg.StepLogged) and self._rate is not None:
-            self._rate = (self._rate[0], self._rate[1] + 1)
-        elif isinstance(message, msg.RunStarted):
-            self.device_label = message.event.device_name
-            if self.selected is None or self.views[self.selected].status != "running":
-                self.main_screen.query_one(RunQueue).select(view.run_id)
-        elif isinstance(message, msg.RunFinished):
-            with self._lock:
-                self._handed.discard(view.run_id)
-            self._dirty_results = True
-            if view.status == "failed":
-                error = message.event.result.error or "see the traceback"
+        steps, news = self.views.apply(self.trainer.events.take())
+        self.trainer.count_steps(steps)
+        for event in news:
+            view = self.views[event.run_id]
+            if isinstance(event, ev.RunStarted):
+                header = self.main_screen.header
+                if header.device is not None and event.device != header.device:
+                    header.watch_device(event.device, event.device_name, header.extra)
+                selected = self.views.get(self.selected or "")
+                if selected is None or selected.status != RunStatus.RUNNING:
+                    self.main_screen.queue.select(view.run_id)
+            elif view.status == RunStatus.FAILED:
+                error = event.result.error or "see the traceback"
                 self.notify(
                     f"{view.run_id} failed: {error}\n(select it and press t for the traceback)",
                     title="Run failed",
@@ -153,187 +129,138 @@ class LabApp(App[None]):
                     timeout=12,
                 )
 
-    @on(msg.RunSelected)
-    def select_run(self, message: msg.RunSelected) -> None:
+    @on(RunSelected)
+    def select_run(self, message: RunSelected) -> None:
         if message.run_id != self.selected:
             self.selected = message.run_id
-            self._dirty_plots = True
-            self.redraw(force_plots=True)
+            self.redraw_curves()
+
+    def redraw_curves(self) -> None:
+        """Redraw the plots now (a key changed what they show)."""
+        self.views.curves_changed = True
+        self.redraw(force_plots=True)
 
     def redraw(self, force_plots: bool = False) -> None:
-        """Bring the widgets up to date with whatever changed since the last call.
+        """Apply the new events, then bring the widgets up to date with what changed.
 
         Plots redraw at most once per PLOT_REDRAW_S unless ``force_plots`` (a key was pressed).
         """
         screen = self.main_screen
-        if screen is None:
+        if screen is None or not self.is_running:  # not built yet, or being torn down
             return
+        self.apply_events()
+        views = self.views
+        waiting = self.trainer.waiting() if self.trainer else set()
+        views.changed |= waiting ^ self._waiting
+        self._waiting = waiting
         with self.batch_update():
-            if self._dirty_rows:
-                queue = screen.query_one(RunQueue)
-                queued = set(self._queue) | self._handed
-                for run_id in list(self.views):
-                    if run_id in self._dirty_rows:
-                        queue.show_run(self.views[run_id], run_id in queued)
-                self._dirty_rows.clear()
-                if self.selected is None and queue.row_count:
-                    self.selected = queue.selected
-                self.refresh_header()
+            if views.changed:
+                screen.show_runs(views, views.changed, self.axes, waiting)
+                views.changed = set()
+                self.selected = self.selected or screen.queue.selected
             now = time.monotonic()
-            if self._dirty_plots and (force_plots or now - self._plotted_at >= PLOT_REDRAW_S):
-                self._dirty_plots = False
-                self._plotted_at = now
-                views = list(self.views.values())
-                for plot in screen.query(CurvePlot):
-                    plot.draw(views, self.selected, self.opts)
-                view = self.views.get(self.selected) if self.selected else None
-                screen.query_one(NormGauge).show(
-                    self.selected,
-                    view.embed_norm if view else None,
-                    view.spec.n_embd if view else None,
-                )
-            if self._dirty_results:
-                self._dirty_results = False
-                screen.query_one(ResultsGrid).show_results(results_frame(self.views.values()))
+            if views.curves_changed and (force_plots or now - self._plotted_at >= PLOT_REDRAW_S):
+                views.curves_changed, self._plotted_at = False, now
+                screen.draw_curves(list(views.values()), self.selected)
+            if views.results_changed and self.session is not None:
+                views.results_changed = False
+                screen.show_results(self.session.results(), self.axes)
+            screen.show_header(self.header_info())
 
-    def refresh_header(self) -> None:
-        if self.main_screen is None:
-            return
+    def header_info(self) -> HeaderInfo:
         done, total = overall_progress(self.views.values())
-        self.main_screen.query_one(LabHeader).show(
-            HeaderInfo(
-                session=self.session.name if self.session else (self.session_name or "new"),
-                device=" · ".join(filter(None, [self.device_label, self.executor_label])),
-                gpu_mem_mib=_gpu_mem_mib(self.device_label),
-                data=self.data_label,
-                done=done,
-                total=total,
-                training=self.training,
-                eta_s=self._eta(),
-            )
+        return HeaderInfo(
+            session=self.session.name if self.session else (self.session_name or "new"),
+            data=self.data_label,
+            done=done,
+            total=total,
+            training=self.training,
+            eta_s=self.trainer.eta(self.views) if self.trainer else None,
         )
 
-    def _eta(self) -> float | None:
-        """Seconds left for the queued and running runs, at this spell's measured pace."""
-        if not self._worker_live or self._rate is None:
-            return None
-        start, steps = self._rate
-        if steps < 3:
-            return None
-        pace = steps / max(1e-6, time.monotonic() - start)
-        with self._lock:
-            todo = set(self._queue) | self._handed
-        left = sum(
-            v.spec.iters - min(v.step, v.spec.iters) for k, v in self.views.items() if k in todo
-        )
-        return left / pace
-
-    # -- the training worker ---------------------------------------------------------------------
-
-    def enqueue(self, run_ids: list[str]) -> int:
-        """Queue runs for training (starting the worker if idle); returns how many were added."""
-        if not run_ids:
-            return 0
-        if self.corpus is None:
-            self.notify("no corpus loaded: start labtui with --data", severity="error")
-            return 0
-        if self.runner is None:
-            from sessions.runner import StudyRunner
-
-            self.runner = StudyRunner(
-                self.session,
-                self.corpus,
-                executor=self.executor or "local",
-                on_event=self.post_event,
-                device=None if self.device == "auto" else self.device,
-            )
-        with self._lock:
-            new = [r for r in run_ids if r not in self._queue and r not in self._handed]
-            self._queue.extend(new)
-            start = bool(new) and not self._worker_live
-            if start:
-                self._worker_live = True
-        self._dirty_rows.update(new)
-        if start:
-            self._rate = (time.monotonic(), 0)
-            self.train()
-        self.redraw()
-        return len(new)
-
-    def _next_batch(self) -> list[str]:
-        """Everything queued, handed to the runner at once (a grouped or Ray executor trains
-        several runs together; the local one goes through them in order)."""
-        with self._lock:
-            self._handed = set(self._queue)
-            batch = list(self._queue)
-            self._queue.clear()
-            if not batch:
-                self._worker_live = False
-            return batch
-
-    @work(thread=True, exclusive=True, group="training", exit_on_error=False)
-    def train(self) -> None:
-        """Train queued runs until the queue is empty or cancelled."""
-        while batch := self._next_batch():
-            self.runner.run(batch, retry_failed=True)
-        self.post_message(msg.QueueDrained())
-
-    @on(msg.QueueDrained)
-    def queue_drained(self) -> None:
-        self._rate = None
-        self._dirty_rows.update(self.views)
-        self.refresh_header()
-        if self._quitting:
-            self.finish()
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """The one place a crashed training worker is reported."""
-        if event.worker.group != "training" or event.state != WorkerState.ERROR:
-            return
-        with self._lock:
-            self._queue.clear()
-            self._worker_live = False
-            self._handed = set()
-        self.notify(f"training stopped: {event.worker.error}", severity="error", timeout=15)
-        self._dirty_rows.update(self.views)
-        if self._quitting:
-            self.finish()
+    # -- workers: training, export, report ------------------------------------------------------
 
     @property
     def training(self) -> bool:
-        return self._worker_live
+        return self.trainer is not None and self.trainer.training
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place the workers' results and errors arrive."""
+        worker = event.worker
+        if self.trainer is not None and worker is self.trainer.worker and worker.is_finished:
+            self.training_ended(worker)
+        elif event.state == WorkerState.ERROR:
+            self.notify(f"{worker.name}: {worker.error}", severity="error", timeout=15)
+        elif event.state == WorkerState.SUCCESS and worker.group in ("export", "report"):
+            self.notify(worker.result, title=worker.name, timeout=12)
+
+    def training_ended(self, worker: Worker) -> None:
+        failed = worker.state != WorkerState.SUCCESS
+        self.apply_events()  # the last ones
+        if isinstance(worker.error, SinkError):
+            self.notify(
+                f"cannot write session {self.session.name}: {worker.error}\nTraining stopped; "
+                "the runs are saved up to their last checkpoint (resume them with r).",
+                title="Session not writable",
+                severity="error",
+                timeout=30,
+            )
+        elif failed:
+            self.notify(f"training stopped: {worker.error}", severity="error", timeout=15)
+        self.trainer.ended(failed)
+        if self._quitting:
+            self.finish()
+
+    def enqueue(self, run_ids: list[str]) -> list[str]:
+        """Queue runs in the runner (a drain starts if none runs); returns the ids added."""
+        if self.corpus is None:
+            self.notify("no corpus loaded: start labtui with --data", severity="error")
+            return []
+        if self.trainer is None:
+            self.trainer = Training(
+                self, self.session, self.corpus, executor=self.executor, device=self.device
+            )
+        added = self.trainer.enqueue(run_ids)
+        self.redraw()
+        return added
+
+    @work(thread=True, exclusive=True, group="export", name="Exported CSV", exit_on_error=False)
+    def export_tables(self) -> str:
+        """Every export of the session into its export/ folder (each file written atomically)."""
+        from sessions.export import EXPORTS, export_csv
+
+        out = self.session.path / "export"
+        out.mkdir(exist_ok=True)
+        for what in EXPORTS:
+            export_csv(self.session, what, out / f"{what}.csv")
+        return "\n".join(str(out / f"{what}.csv") for what in EXPORTS)
+
+    @work(thread=True, exclusive=True, group="report", name="Report", exit_on_error=False)
+    def write_report(self) -> str:
+        from sessions.report import write_report
+
+        result = write_report(self.session)
+        return f"{result.status_line}\n{result.out_dir}"
 
     # -- actions ---------------------------------------------------------------------------------
 
     def ensure_session(self, study: Study) -> list[str] | None:
-        """Create the session with ``study`` (its runs queued), or add the study's runs to it."""
+        """Create the session with ``study`` (its runs pending), or add the study's runs to it."""
+        from sessions.startup import add_study, create_session
         from sessions.store import SessionError
 
         try:
             if self.session is None:
-                from sessions.provenance import collect
-                from sessions.store import Session
-
-                self.session = Session.create(
-                    self.root,
-                    study,
-                    name=self.session_name,
-                    provenance=collect(
-                        self.corpus,
-                        self.device,
-                        precision=self.base.precision,
-                        executor="ray" if self.executor_label else "local",
-                        grouped=getattr(self.executor, "group", None),
-                    ),
+                self.session = create_session(
+                    self.root, study, self.corpus, name=self.session_name, executor=self.executor
                 )
                 ids = self.session.run_ids()
             else:
-                ids = self.session.add_runs(study.specs())
+                ids = add_study(self.session, study)
         except (SessionError, OSError) as err:
             self.notify(str(err), title="Session", severity="error")
             return None
         self.load_session()
-        self.refresh_header()
         return ids
 
     def action_queue_study(self) -> None:
@@ -342,59 +269,43 @@ class LabApp(App[None]):
             return
         if self.training:
             self.enqueue(ids)
-        self.notify(f"{len(ids)} runs queued" + ("" if self.training else ": enter starts them"))
+        self.notify(f"{len(ids)} runs added" + ("" if self.training else ": enter starts them"))
 
     def action_new_run(self) -> None:
         seeds = [v.spec.seed for v in self.views.values()]
         self.push_screen(NewRunForm(self.base, max(seeds, default=-1) + 1), self._add_run)
 
     def _add_run(self, spec: RunSpec | None) -> None:
-        if spec is None:
-            return
-        ids = self.ensure_session(Study(base=spec, grid={}))
+        ids = self.ensure_session(Study(base=spec, grid={})) if spec is not None else None
         if not ids:
             return
-        self.main_screen.query_one(RunQueue).select(ids[-1])
+        self.main_screen.queue.select(ids[-1])
         if self.training:
             self.enqueue(ids)
         self.notify(f"{ids[-1]} added" + ("" if self.training else ": enter starts it"))
 
     def action_start_queue(self) -> None:
-        todo = [v.run_id for v in self.views.values() if v.status in ("pending", "interrupted")]
+        todo = [v.run_id for v in self.views.values() if v.status in TODO]
+        added = self.enqueue(todo) if todo else []
         if not todo:
-            self.notify("nothing to start: s queues the study, n adds a run")
-            return
-        added = self.enqueue(todo)
-        if added:
-            self.notify(f"training {added} run(s)")
+            self.notify("nothing to start: s adds the study, n adds a run")
+        elif added:
+            self.notify(f"training {len(added)} run(s)")
 
     def action_cancel_run(self) -> None:
         run_id = self.selected
-        if run_id is None:
-            return
-        with self._lock:
-            queued = run_id in self._queue
-            if queued:
-                self._queue.remove(run_id)
-            current = run_id in self._handed
-        if current and self.runner is not None:
-            self.runner.cancel(run_id)
+        where = self.trainer.cancel(run_id) if self.trainer and run_id else None
+        if where == "training":
             self.notify(f"cancelling {run_id} (resumable with r)")
-        elif queued:
+        elif where == "queued":
             self.notify(f"{run_id} taken off the queue")
-        else:
+        elif run_id:
             self.notify(f"{run_id} is not queued or training")
-        self._dirty_rows.add(run_id)
         self.redraw()
 
     def action_cancel_all(self) -> None:
-        with self._lock:
-            dropped = list(self._queue)
-            self._queue.clear()
-        if self.runner is not None:
-            self.runner.cancel_all()
-        self._dirty_rows.update(dropped)
-        if self.training or dropped:
+        if self.training:
+            self.trainer.cancel_all()
             self.notify("cancelling all runs")
         self.redraw()
 
@@ -402,11 +313,10 @@ class LabApp(App[None]):
         view = self.views.get(self.selected or "")
         if view is None:
             return
-        if view.status not in RESUMABLE:
+        if view.status not in RESTARTABLE:
             self.notify(f"{view.run_id} is {view.status}: nothing to resume", severity="warning")
-            return
-        if self.enqueue([view.run_id]):
-            verb = "retrying" if view.status == "failed" else "resuming"
+        elif self.enqueue([view.run_id]):
+            verb = "retrying" if view.status == RunStatus.FAILED else "resuming"
             self.notify(f"{verb} {view.run_id}")
 
     def action_traceback(self) -> None:
@@ -416,41 +326,11 @@ class LabApp(App[None]):
             return
         self.push_screen(TracebackScreen(view.run_id, view.error))
 
-    def action_toggle_grouped(self) -> None:
-        self._set_opts(grouped=not self.opts.grouped)
-
-    def action_cycle_x(self) -> None:
-        self._set_opts(x=self.opts.next_x())
-
-    def action_toggle_log(self) -> None:
-        self._set_opts(log_y=not self.opts.log_y)
-
-    def action_toggle_smooth(self) -> None:
-        self._set_opts(smooth=not self.opts.smooth)
-
-    def _set_opts(self, **changes) -> None:
-        from dataclasses import replace
-
-        self.opts = replace(self.opts, **changes)
-        self._dirty_plots = True
-        self.redraw(force_plots=True)
-
-    def action_toggle_plot(self) -> None:
-        for plot in self.main_screen.query(CurvePlot):
-            plot.toggle_class("-off")
-
     def action_export(self) -> None:
         if self.session is None:
             self.notify("nothing to export yet", severity="warning")
             return
-        out = self.session.path / "export"
-        out.mkdir(exist_ok=True)
-        paths = []
-        for what in ("results", "metrics", "evals"):
-            path = out / f"{what}.csv"
-            self.session.export(what).to_csv(path, index=False)
-            paths.append(path)
-        self.notify("\n".join(str(p) for p in paths), title="Exported CSV", timeout=10)
+        self.export_tables()
 
     def action_report(self) -> None:
         if self.session is None:
@@ -458,22 +338,6 @@ class LabApp(App[None]):
             return
         self.notify("writing the report…")
         self.write_report()
-
-    @work(thread=True, group="report", exit_on_error=False)
-    def write_report(self) -> None:
-        try:
-            from sessions.report import write_report
-        except ImportError as err:
-            self.notify(f"report writer unavailable: {err}", severity="error")
-            return
-        try:
-            result = write_report(self.session)
-        except Exception as err:  # the report must never take the console down
-            self.notify(f"report failed: {err}", severity="error", timeout=15)
-            return
-        line = getattr(result, "status_line", None)
-        path = getattr(result, "path", None) or (self.session.path / "report")
-        self.notify(f"{line}\n{path}" if line else str(path), title="Report", timeout=12)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(ConsoleScreen.BINDINGS))
@@ -484,12 +348,12 @@ class LabApp(App[None]):
             return
 
         def answer(yes: bool | None) -> None:
-            if yes:
+            if yes:  # the training worker's end finishes the quit (training_ended)
                 self._quitting = True
-                self.action_cancel_all()
+                self.trainer.cancel_all()
                 self.notify("cancelling and saving…")
 
-        self.push_screen(ConfirmQuit(len(self.runner.active) if self.runner else 1), answer)
+        self.push_screen(ConfirmQuit(len(self.trainer.runner.active) or 1), answer)
 
     def finish(self) -> None:
         """Close the session (releasing its lock) and leave."""
@@ -499,10 +363,8 @@ class LabApp(App[None]):
 
     def on_unmount(self) -> None:
         # Leaving some other way (an error, ctrl+c in a test): stop training, keep it resumable.
-        if self.training and self.runner is not None:
-            with self._lock:
-                self._queue.clear()
-            self.runner.cancel_all()
+        if self.trainer is not None:
+            self.trainer.stop(QUIT_WAIT_S)
 
 
 def _data_label(corpus) -> str:
@@ -511,76 +373,13 @@ def _data_label(corpus) -> str:
     return f"{Path(corpus.source).name} ({corpus.sha256[:8]})"
 
 
-def _device_label(device: str) -> str:
+def _device(device: str, executor) -> tuple[str, str | None]:
+    """The header's device label, and the local device to watch (None: Ray trains elsewhere)."""
     try:
         from core.device import device_name, resolve_device
 
-        return device_name(resolve_device(device))
+        resolved = resolve_device(device)
     except Exception as err:  # the runs will report it; the header just says so
-        return f"{device} (unavailable: {err})"
-
-
-def _gpu_mem_mib(device_label: str) -> float | None:
-    """GPU memory in use by this process, when training on CUDA."""
-    import torch
-
-    if device_label == "CPU" or not torch.cuda.is_available():
-        return None
-    return torch.cuda.memory_allocated() / 2**20
-
-
-def run_console(
-    data=None,
-    session=None,
-    root=None,
-    device: str = "auto",
-    executor: str = "local",
-    address: str | None = None,
-    gpus_per_run: float | None = None,
-    group: bool | None = None,
-) -> None:
-    """Load the corpus and the session, then run the console. Bad input: one line, exit 2."""
-    from core.spec import SpecError
-    from labtui.commands.data_cmd import load_or_fail
-    from labtui.commands.options import check_ray_flags
-    from labtui.errors import fail
-    from sessions.executors import make_executor
-    from sessions.store import Session, SessionError
-
-    check_ray_flags(executor, address, gpus_per_run)
-    try:
-        base = RunSpec(device=device)
-        the_executor = make_executor(
-            executor, group=group, address=address, gpus_per_run=gpus_per_run, device=device
-        )
-    except (SpecError, SessionError) as err:
-        fail(str(err))
-    corpus = load_or_fail(data, progress=True)
-    executor_label = None
-    if executor == "ray":
-        print("starting Ray…", file=sys.stderr)
-        try:
-            the_executor.connect()
-        except SessionError as err:
-            fail(str(err))
-        executor_label = the_executor.describe()
-    opened = None
-    if session is not None:
-        try:
-            opened = Session.open(root, session, write=True)
-        except SessionError as err:
-            fail(str(err))
-    app = LabApp(
-        corpus=corpus,
-        session=opened,
-        root=root,
-        base_spec=base,
-        device=device,
-        executor=the_executor,
-        executor_label=executor_label,
-    )
-    try:
-        app.run()
-    finally:
-        if app.session is not None:
-            app.session.close()
+        return f"{device} (unavailable: {err})", None
+    remote = getattr(executor, "name", "local") == "ray"
+    return device_name(resolved), None if remote else resolved

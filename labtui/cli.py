@@ -66,7 +66,7 @@ def console(
     """Open the lab console when no subcommand is given."""
     if ctx.invoked_subcommand is not None:
         return
-    from labtui.app import run_console  # Textual is imported only for the console
+    from labtui.launch import run_console  # Textual is imported only for the console
 
     run_console(
         data=data,

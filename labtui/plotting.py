@@ -1,4 +1,4 @@
-"""Pure helpers for the console's plots: decimation, smoothing, log scale, seed bands.
+"""Pure helpers for the console's plots: decimation, smoothing, log scale, seed bands, spikes.
 
 Nothing here imports Textual or plotext; every function takes and returns plain sequences or
 numpy arrays, so the tests check the numbers directly.
@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.metrics import GRAD_SPIKE_FACTOR, LOSS_SPIKE_FACTOR, SPIKE_WINDOW, spike_steps
+
 X_AXES = ("step", "tokens", "elapsed_s")
 X_LABELS = {"step": "step", "tokens": "tokens", "elapsed_s": "seconds"}
+SPIKE_FACTORS = {"loss": LOSS_SPIKE_FACTOR, "grad_norm": GRAD_SPIKE_FACTOR}  # curves with spikes
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,26 @@ def group_band(curves: Sequence[tuple[Sequence[float], Sequence[float], Sequence
     low = np.array([v.min() for v in vals])
     high = np.array([v.max() for v in vals])
     return x, mean, low, high
+
+
+class Spikes:
+    """The spikes (0-based step indices) of one growing per-step series, by
+    core.metrics.spike_steps. A step is judged by the SPIKE_WINDOW steps before it, so an answer
+    never changes: each update looks only at the steps added since the last one."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.seen = 0  # steps already judged
+        self.found: list[int] = []
+
+    def update(self, values: Sequence[float]) -> list[int]:
+        if len(values) < self.seen:  # cut back (a resumed run): judge again from the start
+            self.seen, self.found = 0, []
+        start = max(0, self.seen - SPIKE_WINDOW)
+        new = spike_steps(values[start:], self.factor, SPIKE_WINDOW)
+        self.found += [start + i for i in new if start + i >= self.seen]
+        self.seen = len(values)
+        return self.found
 
 
 def gauge_scale(value: float | None, mark: float) -> float:

@@ -31,6 +31,7 @@ class RunView:
     step: int = 0
     result: ev.RunResult | None = None
     error: str | None = None  # traceback of a failed run
+    generation: int = 0  # bumped whenever the curves are cut back (a resumed run)
     curves: dict[str, list[float]] = field(default_factory=lambda: _columns(CURVES))
     evals: dict[str, list[float]] = field(default_factory=lambda: _columns(EVAL_CURVES))
 
@@ -61,6 +62,7 @@ class RunView:
             self.status, self.step = RunStatus.RUNNING, event.start_step
             self.error = self.result = None
             self._truncate(event.start_step)  # a resumed run repeats the steps after its checkpoint
+            self.generation += 1
         elif isinstance(event, ev.StepLogged):
             self.step = event.step
             for name in CURVES:
@@ -101,6 +103,43 @@ class RunView:
         return view
 
 
+class RunViews(dict[str, RunView]):
+    """Every run's view by run id, and what changed since the screen last showed them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed: set[str] = set()  # runs whose queue row is out of date
+        self.curves_changed = False
+        self.results_changed = False
+
+    def load(self, session) -> None:
+        """Add a view of each run of ``session`` not shown yet, rebuilt from its folder."""
+        for record in session.runs():
+            if record.run_id not in self:
+                metrics, evals = session.metrics(record.run_id), session.evals(record.run_id)
+                self[record.run_id] = RunView.from_record(record, metrics, evals)
+                self.changed.add(record.run_id)
+        self.curves_changed = self.results_changed = True
+
+    def apply(self, events: list[object]) -> tuple[int, list[object]]:
+        """Apply engine events in order; returns the number of steps among them and the
+        RunStarted and RunFinished events (the ones worth telling the user about)."""
+        steps, news = 0, []
+        for event in events:
+            view = self.get(event.run_id)
+            if view is None or isinstance(event, ev.CheckpointSaved):
+                continue
+            view.apply(event)
+            self.changed.add(view.run_id)
+            self.curves_changed = True
+            if isinstance(event, ev.StepLogged):
+                steps += 1
+            elif isinstance(event, ev.RunStarted | ev.RunFinished):
+                news.append(event)
+                self.results_changed |= isinstance(event, ev.RunFinished)
+        return steps, news
+
+
 def overall_progress(views) -> tuple[int, int]:
     """(steps done, steps in all) over the runs that are to be trained or were trained."""
     done = total = 0
@@ -110,15 +149,12 @@ def overall_progress(views) -> tuple[int, int]:
     return done, total
 
 
-def results_frame(views) -> pd.DataFrame:
-    """The runs' results as a results.csv-like table (run_id, variant, seed, status, metrics)."""
-    rows = []
-    for v in views:
-        if v.result is None:
-            continue
-        row = {"run_id": v.run_id, "variant": v.variant, "seed": v.spec.seed}
-        row.update(v.result.to_dict())
-        row["status"] = v.status
-        rows.append(row)
-    cols = ["run_id", "variant", "seed", "status", "val_ppl", "val_loss", "accuracy"]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
+def short_id(run_id: str) -> str:
+    """ "r007" of "r007-layernorm-s1-lr0.003": what is left when variant, seed and the swept
+    values have columns of their own (sessions.paths.run_id_for builds the ids)."""
+    return run_id.split("-", 1)[0]
+
+
+def axis_text(value: object) -> str:
+    """A swept value as a cell: floats short (1e-3 -> "0.001"), anything else as is."""
+    return f"{value:g}" if isinstance(value, float) else str(value)

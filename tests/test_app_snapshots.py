@@ -1,5 +1,6 @@
 """Snapshot tests of the console (pytest-textual-snapshot). No training here: the scenes come
-from a session folder written from synthetic engine events, so every pixel is deterministic.
+from a session folder written from synthetic engine events, and the header's device line from a
+fixed DeviceSnapshot, so every pixel is deterministic.
 
 Regenerate after a deliberate change: pytest --snapshot-update tests/test_app_snapshots.py
 """
@@ -12,10 +13,22 @@ import pytest
 
 from conftest import TINY as BASE
 from core import events as ev
+from core.metrics import stability
 from core.spec import RunSpec, Study
+from labtui.device_monitor import DeviceSnapshot
+from labtui.widgets.results_grid import ResultsGrid
 
 TINY = BASE.replace(iters=40, eval_interval=20, checkpoint_interval=0)
+SWEEP = TINY.replace(
+    iters=80, eval_interval=40
+)  # long enough for spikes (core.metrics.SPIKE_WINDOW)
 DATA_LABEL = "input.txt (86c4e6aa)"
+CPU = DeviceSnapshot("cpu", "CPU", threads=2, load=0.5, cores=4)
+
+
+def fixed_device(device: str) -> DeviceSnapshot:
+    """The header's device line, the same on every machine."""
+    return CPU
 
 
 def _loss(variant: str, seed: int, step: int) -> float:
@@ -74,18 +87,78 @@ def demo_session(root):
     return study
 
 
-def console(root, **kwargs):
+def sweep_session(root):
+    """A closed lr sweep (none / layernorm x seeds 0, 1 x lr 1e-3, 3e-3): r000 has a loss spike
+    at step 65 and a gradient spike at step 70; r007 (layernorm, seed 1, lr 3e-3) diverges at step
+    60."""
+    from sessions.store import Session
+
+    grid = {"variant": ("none", "layernorm"), "seed": (0, 1), "lr": (1e-3, 3e-3)}
+    session = Session.create(root, Study(base=SWEEP, grid=grid), name="sweep")
+    for i, record in enumerate(session.runs()):
+        run_id, spec = record.run_id, record.spec
+        session.record(ev.RunStarted(run_id, spec, "cpu", "CPU", 26_000, precision="fp32"))
+        faster = 1.0 if spec.lr == 1e-3 else 0.8
+        losses, grads, diverged = [], [], None
+        for s in range(1, spec.iters + 1):
+            loss = _loss(spec.variant, spec.seed, s) * faster
+            grad = 1.5 / (1 + s / 8) + 0.1 * math.cos(s) + 0.05 * i
+            if i == 0 and s == 65:
+                loss *= 1.8
+            if i == 0 and s == 70:
+                grad *= 5
+            if i == 7 and s >= 60:
+                loss = grad = math.nan
+                diverged = diverged or s
+            losses.append(loss)
+            grads.append(grad)
+            norm = 0.4 if spec.variant == "none" else math.sqrt(spec.n_embd)
+            step = ev.StepLogged(run_id, s, s * 256, loss, grad, norm, spec.lr, 5e3, s * 0.05, 9.0)
+            session.record(step)
+            if diverged:
+                break
+        ok = diverged is None
+        val = losses[-1] + 0.05
+        result = ev.RunResult(
+            run_id,
+            "finished" if ok else "diverged",
+            len(losses),
+            len(losses) * 256,
+            26_000,
+            "cpu",
+            len(losses) * 0.05,
+            val_loss=val if ok else None,
+            val_ppl=math.exp(val) if ok else None,
+            accuracy=0.3 + 0.01 * spec.seed + 0.02 * faster if ok else None,
+            embed_norm=norm if ok else None,
+            max_logit=8.0 + i / 4 if ok else None,
+            diverged_step=diverged,
+            precision="fp32",
+            **stability(losses, grads),
+        )
+        session.record(ev.RunFinished(run_id, result))
+    session.close()
+
+
+def console(root, make=demo_session, name="demo", **kwargs):
     from labtui.app import LabApp
     from sessions.store import Session
 
-    demo_session(root)
-    session = Session.open(root, "demo", write=True)
+    make(root)
+    session = Session.open(root, name, write=True)
     return LabApp(
-        session=session, root=root, base_spec=TINY, device="cpu", data_label=DATA_LABEL, **kwargs
+        session=session,
+        root=root,
+        base_spec=TINY,
+        device="cpu",
+        data_label=DATA_LABEL,
+        device_snapshot=fixed_device,
+        **kwargs,
     )
 
 
 async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()  # the device line
     await pilot.pause()
     pilot.app.redraw()
     await pilot.pause()
@@ -121,6 +194,27 @@ def test_grouped_log_smooth(snap_compare, root):
     assert snap_compare(console(root), terminal_size=(120, 40), run_before=keys)
 
 
+def test_lr_sweep_grid_per_cell_and_spikes(snap_compare, root):
+    """An lr sweep: the grid has a row per variant per lr, the queue an lr column, a diverged run
+    reads "diverged", and the selected run's loss and gradient spikes are marked (▲)."""
+
+    async def to_the_last_row(pilot):
+        await settle(pilot)
+        grid = pilot.app.main_screen.query_one(ResultsGrid)
+        grid.move_cursor(row=grid.row_count - 1)
+        await pilot.pause()
+
+    app = console(root, sweep_session, "sweep")
+    assert snap_compare(app, terminal_size=(140, 44), run_before=to_the_last_row)
+
+
+def test_lr_sweep_80x24(snap_compare, root):
+    """The same sweep at 80x24: the queue keeps variant, seed and lr visible."""
+    assert snap_compare(
+        console(root, sweep_session, "sweep"), terminal_size=(80, 24), run_before=settle
+    )
+
+
 def test_new_run_form_error(snap_compare, tmp_path):
     """The new-run form (at 80x24) shows a bad seed in red, and stays open."""
     from labtui.app import LabApp
@@ -135,7 +229,12 @@ def test_new_run_form_error(snap_compare, tmp_path):
         await pilot.pause()
 
     app = LabApp(
-        root=tmp_path, base_spec=TINY, device="cpu", session_name="demo", data_label=DATA_LABEL
+        root=tmp_path,
+        base_spec=TINY,
+        device="cpu",
+        session_name="demo",
+        data_label=DATA_LABEL,
+        device_snapshot=fixed_device,
     )
     assert snap_compare(app, terminal_size=(80, 24), run_before=keys)
 
@@ -145,6 +244,11 @@ def test_help(snap_compare, tmp_path):
     from labtui.app import LabApp
 
     app = LabApp(
-        root=tmp_path, base_spec=TINY, device="cpu", session_name="demo", data_label=DATA_LABEL
+        root=tmp_path,
+        base_spec=TINY,
+        device="cpu",
+        session_name="demo",
+        data_label=DATA_LABEL,
+        device_snapshot=fixed_device,
     )
     assert snap_compare(app, terminal_size=(120, 40), press=["question_mark"])

@@ -87,3 +87,24 @@ def test_plotting_never_imports_textual():
     code = "import sys, labtui.plotting; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_spikes_fed_step_by_step_are_core_metrics_spikes():
+    """The plots' incremental spike finder gives exactly core.metrics.spike_steps, whatever the
+    chunks the steps arrive in, and starts over when a resumed run's curve is cut back."""
+    from core.metrics import LOSS_SPIKE_FACTOR, spike_steps
+
+    rng = np.random.default_rng(0)
+    loss = list(3.0 * np.exp(-np.arange(600) / 150) + 1.0 + 0.05 * rng.random(600))
+    for at in (60, 61, 200, 420, 599):
+        loss[at] *= 2.5
+    loss[300] = math.nan
+    want = spike_steps(loss, LOSS_SPIKE_FACTOR)
+    assert {60, 200, 420, 599} <= set(want)
+    spikes = P.Spikes(LOSS_SPIKE_FACTOR)
+    n = 0
+    for chunk in (1, 7, 45, 3, 120, 50, 374):
+        n += chunk
+        assert spikes.update(loss[:n]) == spike_steps(loss[:n], LOSS_SPIKE_FACTOR)
+    assert n == 600 and spikes.found == want
+    assert spikes.update(loss[:250]) == spike_steps(loss[:250], LOSS_SPIKE_FACTOR)

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from labtui.commands.options import RootOption
-from labtui.errors import fail
+from labtui.errors import fail, os_error_line
 
 
 def export(
@@ -44,39 +44,36 @@ def export(
     ] = False,
 ) -> None:
     """Export a session as CSV to stdout or --out."""
-    from sessions import atomic
-    from sessions.store import EXPORTS, Session, SessionError
+    from sessions.export import EXPORTS, csv_text, export_csv
+    from sessions.store import Session, SessionError
 
     if what not in EXPORTS:
         fail(f"unknown --what {what!r}: choose {', '.join(EXPORTS)}")
-    stream = out is not None and _is_stream(out, force)
+    if out is not None:
+        _check_out(out, force)
     try:
-        frame = Session.open(root, session).export(what)
+        opened = Session.open(root, session)
+        if out is None:
+            text, _ = csv_text(opened, what)
+        else:
+            rows = export_csv(opened, what, out)
     except SessionError as err:
         fail(str(err))
-    text = frame.to_csv(index=False)
+    except OSError as err:
+        fail(os_error_line(err))
     if out is None:
         sys.stdout.write(text)
         return
-    if stream:
-        with open(out, "w") as f:
-            f.write(text)
-    else:
-        atomic.write_text(Path(os.path.realpath(out)), text)  # a symlink's target, not the link
-    print(f"wrote {len(frame)} rows to {out}", file=sys.stderr)
+    print(f"wrote {rows} rows to {out}", file=sys.stderr)
 
 
-def _is_stream(out: Path, force: bool) -> bool:
-    """Is --out written as a stream (a FIFO, device or socket)? Refuses a folder, and an
-    existing file without --force. A symlink is judged by what it points to."""
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse a folder, and an existing regular file without --force (symlinks followed)."""
     try:
         mode = os.stat(out).st_mode
     except FileNotFoundError:
-        return False  # a new file (or the missing target of a symlink)
+        return  # a new file (or the missing target of a symlink)
     if stat.S_ISDIR(mode):
         fail(f"--out {out} is a folder")
-    if stat.S_ISREG(mode):
-        if not force:
-            fail(f"{out} exists: use --force to overwrite it")
-        return False
-    return True
+    if stat.S_ISREG(mode) and not force:
+        fail(f"{out} exists: use --force to overwrite it")

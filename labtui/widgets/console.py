@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import events
 from textual.app import ComposeResult
@@ -11,18 +12,25 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from labtui.plotting import PlotOptions
 from labtui.widgets.gauge import NormGauge
-from labtui.widgets.header import LabHeader
+from labtui.widgets.header import HeaderInfo, LabHeader
 from labtui.widgets.plots import CurvePlot
 from labtui.widgets.results_grid import ResultsGrid
 from labtui.widgets.run_queue import RunQueue
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from labtui.runview import RunView
 
 MIN_SIZE = (80, 24)
 COMPACT_BELOW = (110, 32)  # below either: narrower panes, one plot at a time (v switches)
 
 
 class ConsoleScreen(Screen):
-    """Everything the user watches; the actions live on the app."""
+    """Everything the user watches. How the plots are drawn (``opts``) is the screen's; the
+    actions on runs and the session live on the app."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -37,7 +45,7 @@ class ConsoleScreen(Screen):
             "app.queue_study",
             "Study",
             id="queue_study",
-            tooltip="Queue the whole default study (every variant x every seed)",
+            tooltip="Add the whole default study (every variant x every seed) to the session",
         ),
         # priority: the tables would take enter for themselves
         Binding(
@@ -46,14 +54,14 @@ class ConsoleScreen(Screen):
             "Start",
             id="start_queue",
             priority=True,
-            tooltip="Start the queue: train the pending and interrupted runs in order",
+            tooltip="Start: queue the pending, interrupted and cancelled runs, train them in order",
         ),
         Binding(
             "c",
             "app.cancel_run",
             "Cancel",
             id="cancel_run",
-            tooltip="Cancel the selected run (it stays resumable) or take it off the queue",
+            tooltip="Cancel the selected run (it stays resumable), or take it off the queue",
         ),
         Binding(
             "C",
@@ -61,7 +69,7 @@ class ConsoleScreen(Screen):
             "Cancel all",
             id="cancel_all",
             show=False,
-            tooltip="Cancel the run in flight and empty the queue",
+            tooltip="Cancel the runs in flight and empty the queue",
         ),
         Binding(
             "r",
@@ -80,35 +88,35 @@ class ConsoleScreen(Screen):
         ),
         Binding(
             "g",
-            "app.toggle_grouped",
+            "toggle_grouped",
             "Grouped",
             id="toggle_grouped",
             tooltip="Plots: one line per variant (mean over seeds, min-max band, N)",
         ),
         Binding(
             "x",
-            "app.cycle_x",
+            "cycle_x",
             "X axis",
             id="cycle_x",
             tooltip="Plots: x-axis cycles step / tokens / seconds",
         ),
         Binding(
             "l",
-            "app.toggle_log",
+            "toggle_log",
             "Log",
             id="toggle_log",
             tooltip="Plots: log-scale y (values <= 0 sit at the bottom)",
         ),
         Binding(
             "m",
-            "app.toggle_smooth",
+            "toggle_smooth",
             "Smooth",
             id="toggle_smooth",
             tooltip="Plots: draw a smoothed curve over the raw one",
         ),
         Binding(
             "v",
-            "app.toggle_plot",
+            "toggle_plot",
             "Loss/grad",
             id="toggle_plot",
             show=False,
@@ -119,7 +127,8 @@ class ConsoleScreen(Screen):
             "app.export",
             "Export",
             id="export",
-            tooltip="Export results, metrics and evals as CSV into the session's export/",
+            tooltip="Export results, metrics and evals as CSV into the session's export/ "
+            "(in the background)",
         ),
         Binding(
             "p",
@@ -138,6 +147,10 @@ class ConsoleScreen(Screen):
         ),
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.opts = PlotOptions()
+
     def compose(self) -> ComposeResult:
         yield LabHeader(id="header")
         with Vertical(id="main"):
@@ -154,6 +167,62 @@ class ConsoleScreen(Screen):
 
     def on_mount(self) -> None:
         self.app.console_mounted(self)
+
+    # -- drawing: the app decides what changed, these bring the widgets up to date -------------
+
+    def show_header(self, info: HeaderInfo) -> None:
+        self.query_one(LabHeader).show(info)
+
+    def show_runs(
+        self, views: dict[str, RunView], changed: set[str], axes: list[str], waiting: set[str]
+    ) -> None:
+        """Add or update the rows of the ``changed`` runs ("queued" for those in ``waiting``)."""
+        queue = self.query_one(RunQueue)
+        every = queue.set_axes(axes)  # new columns: every row again
+        for run_id, view in views.items():
+            if every or run_id in changed:
+                queue.show_run(view, run_id in waiting)
+
+    def draw_curves(self, views: list[RunView], selected: str | None) -> None:
+        for plot in self.query(CurvePlot):
+            plot.draw(views, selected, self.opts)
+        view = next((v for v in views if v.run_id == selected), None)
+        self.query_one(NormGauge).show(
+            selected, view.embed_norm if view else None, view.spec.n_embd if view else None
+        )
+
+    def show_results(self, df: pd.DataFrame, axes: list[str]) -> None:
+        self.query_one(ResultsGrid).show_results(df, axes)
+
+    @property
+    def queue(self) -> RunQueue:
+        return self.query_one(RunQueue)
+
+    @property
+    def header(self) -> LabHeader:
+        return self.query_one(LabHeader)
+
+    # -- the plot keys ---------------------------------------------------------------------------
+
+    def action_toggle_grouped(self) -> None:
+        self._set_opts(grouped=not self.opts.grouped)
+
+    def action_cycle_x(self) -> None:
+        self._set_opts(x=self.opts.next_x())
+
+    def action_toggle_log(self) -> None:
+        self._set_opts(log_y=not self.opts.log_y)
+
+    def action_toggle_smooth(self) -> None:
+        self._set_opts(smooth=not self.opts.smooth)
+
+    def _set_opts(self, **changes) -> None:
+        self.opts = replace(self.opts, **changes)
+        self.app.redraw_curves()
+
+    def action_toggle_plot(self) -> None:
+        for plot in self.query(CurvePlot):
+            plot.toggle_class("-off")
 
     def on_resize(self, event: events.Resize) -> None:
         self.fit(event.size.width, event.size.height)

@@ -1,7 +1,8 @@
 """Live training curves (plotext through textual-plotext).
 
 One CurvePlot per metric. ``draw()`` rebuilds the figure from the run views; the app calls it
-from a timer, only when new data arrived, so a fast run never floods the screen.
+from a timer, only when new data arrived, so a fast run never floods the screen. The loss and
+gradient-norm plots mark the selected run's spikes (core.metrics.spike_steps) with SPIKE_MARKER.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ FAINT = (95, 95, 95)
 VARIANT_COLORS = {"none": (0, 130, 200), "layernorm": (60, 180, 75), "rmsnorm": (230, 25, 75)}
 OTHER_COLORS = [(245, 130, 48), (145, 30, 180), (70, 240, 240)]
 MONO_MARKERS = ["braille", "•", "+", "x", "o"]
+SPIKE = (255, 60, 60)
+SPIKE_MARKER = "▲"
+NO_POINTS = (np.empty(0), np.empty(0))
 
 
 class CurvePlot(PlotextPlot):
@@ -30,6 +34,8 @@ class CurvePlot(PlotextPlot):
         self.title = title
         self._version = 0  # bumped by draw(); render() rebuilds only when it or the size changed
         self._cached: tuple[tuple, object] | None = None
+        self._spikes: dict[tuple[str, int], P.Spikes] = {}  # per (run, generation)
+        self.marks = NO_POINTS  # (x, y) of the spikes marked in the last draw
 
     def render(self):
         key = (self._version, self.size, self.app.theme, self.theme)
@@ -47,6 +53,8 @@ class CurvePlot(PlotextPlot):
             if opts.grouped
             else self._single(views, selected, opts, mono)
         )
+        chosen = next((v for v in views if v.run_id == selected), None)
+        self.marks = NO_POINTS if opts.grouped else self._spike_marks(chosen, opts.x)
         series = [y for _, y, *_ in lines]
         floor = P.log_floor(*series) if opts.log_y else None
         plotted = 0
@@ -57,6 +65,12 @@ class CurvePlot(PlotextPlot):
                     continue
             plt.plot(list(x), list(y), color=color, marker=marker, label=label)
             plotted += 1
+        mx, my = self.marks
+        if len(mx) and plotted:
+            my = P.log_y(my, floor) if opts.log_y else my
+            color = "default" if mono else SPIKE
+            label = f"{len(mx)} spike{'s' if len(mx) > 1 else ''}"
+            plt.scatter(list(mx), list(my), color=color, marker=SPIKE_MARKER, label=label)
         parts = [self.title, P.X_LABELS[opts.x]]
         if opts.grouped:
             parts.append("seed mean, min–max")
@@ -74,6 +88,19 @@ class CurvePlot(PlotextPlot):
             plt.yticks(ticks, labels)
         self._version += 1
         self.refresh()
+
+    def _spike_marks(self, view: RunView | None, x_name: str):
+        """The selected run's spikes of this plot's metric, as (x, y) points."""
+        factor = P.SPIKE_FACTORS.get(self.metric)
+        if view is None or factor is None:
+            return NO_POINTS
+        key = (view.run_id, view.generation)
+        spikes = self._spikes.setdefault(key, P.Spikes(factor)).update(view.curves[self.metric])
+        if not spikes:
+            return NO_POINTS
+        x = np.asarray(view.curves[x_name], dtype=float)[spikes]
+        y = np.asarray(view.curves[self.metric], dtype=float)[spikes]
+        return x, y
 
     def _budget(self) -> int:
         return max(40, 2 * self.size.width)  # braille: two points per cell
