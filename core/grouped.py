@@ -19,6 +19,7 @@ import copy
 import os
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ from core.device import (
 from core.engine import build_model, derive_seed, make_optimizer
 from core.events import EventSink, RunResult, SinkError
 from core.grouped_model import GroupedAdamW, GroupedGPT, Layout, clip_, grad_norms
-from core.ledger import RunLedger
+from core.ledger import RunLedger, error_line
 from core.metrics import EVAL_BATCH_SIZE, Totals
 from core.spec import RunSpec
 from core.status import RunStatus
@@ -508,9 +509,12 @@ class _StepGraph:
                 if not _same_step(b, eager_b, old):
                     raise RuntimeError("graph replay's update differs from the eager step's")
             return graph, values
-        except Exception:
+        except Exception as err:
             for b, saved in zip(buffers, before, strict=True):
                 b.copy_(saved)
+            if group.cuda:  # slower, not wrong: say so once rather than fail the runs
+                message = f"grouped training goes on without a CUDA graph: {error_line(err)}"
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
             return None, group.step_values(offsets, scalars)
 
 

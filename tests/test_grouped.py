@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections import defaultdict
 
 import pytest
@@ -363,11 +364,16 @@ def test_group_on_cuda_matches_the_engine_on_cuda(corpus, monkeypatch, graphs):
     """fp32 on the GPU: the CUDA graph (or eager) grouped step against the engine there."""
     monkeypatch.setenv("LABTUI_CUDA_GRAPHS", graphs)
     specs = {
-        rid: SPECS[rid].replace(device="cuda", iters=40) for rid in ("none-s0", "ln-s0", "rms-s1")
+        rid: SPECS[rid].replace(device="cuda", iters=40)
+        for rid in ("none-s0", "ln-s0", "rms-s1", "scaled-s2", "ln-small-s2")
     }
     seq = {rid: train(spec, corpus, run_id=rid) for rid, spec in specs.items()}
     rec = Recorder()
-    results = train_group([(rid, spec, None) for rid, spec in specs.items()], corpus, rec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = train_group([(rid, spec, None) for rid, spec in specs.items()], corpus, rec)
+    fallbacks = [str(w.message) for w in caught if "CUDA graph" in str(w.message)]
+    assert not fallbacks  # with graphs on, the step was captured and kept
     for result in results:
         assert_same_run(result, seq[result.run_id], rel=1e-3)
         assert rec.outline(result.run_id)[-1] == ("RunFinished", "finished")
