@@ -9,8 +9,9 @@ On CUDA a step never waits for the device: per-step values stay on the GPU and a
 every ``LOG_EVERY_CUDA`` steps (and before an evaluation, a checkpoint or a cancel), which is
 when their StepLogged events go out. A run that diverges there has had its later updates
 skipped on the device, so it ends exactly as it would have on its own. The step is captured in
-a CUDA graph when that works (checked against an eager step once; ``LABTUI_CUDA_GRAPHS=0``
-turns it off); everything else is plain eager PyTorch, which is what runs on the CPU.
+a CUDA graph when that works (checked against an eager step once; when the check fails the
+group trains eagerly and says so with a RuntimeWarning; ``LABTUI_CUDA_GRAPHS=0`` turns graphs
+off); everything else is plain eager PyTorch, which is what runs on the CPU.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ GROUP_FIELDS = (
 )  # fmt: skip
 LOG_EVERY_CUDA = 25  # steps between host synchronizations on CUDA
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph capture
+# How closely a graph replay must match the eager step (relative to the step's change): a bad
+# capture (a stale input, a missing op) is off by O(1); a sound one only by summation order,
+# which bf16 outputs (one rounding step 2^-8 = 4e-3) can turn into a few rounding steps.
+GRAPH_CHECK_RTOL = {"bf16": 3e-2}  # others: 1e-3
 
 
 @dataclass(frozen=True)
@@ -496,6 +501,7 @@ class _StepGraph:
             group.alive,
         ]
         before = [b.clone() for b in buffers]
+        rtol = GRAPH_CHECK_RTOL.get(group.precision, 1e-3)
         try:
             graph = cls.record(group, offsets, scalars)
             eager = group.step_values(offsets, scalars)
@@ -503,10 +509,10 @@ class _StepGraph:
             for b, saved in zip(buffers, before, strict=True):
                 b.copy_(saved)
             values = graph.replay(offsets, scalars)
-            if not torch.allclose(values, eager, rtol=1e-3, atol=1e-6, equal_nan=True):
+            if not torch.allclose(values, eager, rtol=rtol, atol=1e-6, equal_nan=True):
                 raise RuntimeError("graph replay's values differ from the eager step's")
             for b, eager_b, old in zip(buffers, after, before, strict=True):
-                if not _same_step(b, eager_b, old):
+                if not _same_step(b, eager_b, old, rtol):
                     raise RuntimeError("graph replay's update differs from the eager step's")
             return graph, values
         except Exception as err:
@@ -518,8 +524,10 @@ class _StepGraph:
             return None, group.step_values(offsets, scalars)
 
 
-def _same_step(replayed: torch.Tensor, eager: torch.Tensor, before: torch.Tensor) -> bool:
-    """Whether ``replayed`` is ``eager`` to 1e-3 of the change the eager step made.
+def _same_step(
+    replayed: torch.Tensor, eager: torch.Tensor, before: torch.Tensor, rtol: float
+) -> bool:
+    """Whether ``replayed`` is ``eager`` to ``rtol`` of the change the eager step made.
 
     Non-finite entries (a diverged run's rows) must be non-finite in both; a bool buffer
     must be equal.
@@ -532,4 +540,4 @@ def _same_step(replayed: torch.Tensor, eager: torch.Tensor, before: torch.Tensor
     finite &= torch.isfinite(before)
     diff = torch.where(finite, replayed - eager, 0.0)
     change = torch.where(finite, eager - before, 0.0)
-    return bool(torch.linalg.vector_norm(diff) <= 1e-3 * torch.linalg.vector_norm(change))
+    return bool(torch.linalg.vector_norm(diff) <= rtol * torch.linalg.vector_norm(change))

@@ -340,10 +340,12 @@ def next_inputs(group: _Group, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return offsets, group.scalars[step - group.start - 1]
 
 
-@pytest.fixture
-def twins(corpus):
-    """Two identical groups after GRAPH_WARMUP eager steps: one to capture, one as reference."""
-    pair = [hand_built_group(corpus, TWIN_SPECS) for _ in range(2)]
+@pytest.fixture(params=["fp32", "bf16"])
+def twins(corpus, request):
+    """Two identical groups after GRAPH_WARMUP eager steps: one to capture, one as reference
+    (in fp32, and in bf16 autocast, where the check allows more)."""
+    specs = {rid: spec.replace(precision=request.param) for rid, spec in TWIN_SPECS.items()}
+    pair = [hand_built_group(corpus, specs) for _ in range(2)]
     for group in pair:
         for step in range(1, GRAPH_WARMUP + 1):
             group.launch(step)
