@@ -26,7 +26,7 @@ from core.device import (  # noqa: E402
 )
 from core.engine import build_model, derive_seed, param_groups  # noqa: E402
 from core.events import EvalLogged, StepLogged  # noqa: E402
-from core.metrics import evaluate  # noqa: E402
+from core.metrics import evaluate, max_abs, total_grad_norm  # noqa: E402
 from core.spec import RunSpec  # noqa: E402
 from data import load_corpus  # noqa: E402
 from data.batches import sample_batch  # noqa: E402
@@ -58,10 +58,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def plain_run(spec: RunSpec, corpus, step_times: list[float] | None = None) -> dict[str, float]:
+def plain_run(
+    spec: RunSpec, corpus, step_times: list[float] | None = None, diagnostics: bool = False
+) -> dict[str, float]:
     """The reference: a minimal eager loop, same model, batches, AdamW and evaluations.
 
-    Returns {"train_s", "eval_s"}; appends the time after each step to ``step_times``.
+    Returns {"train_s", "eval_s", "val_loss"} (the final evaluation's); appends the time
+    after each step to ``step_times``.
+    ``diagnostics``: also take the engine's per-step values (gradient norm, first-block input
+    norm, max |logit|) and read them back with the loss in one synchronization, as the engine
+    does, but without events, ledger or checkpoints.
     """
     device = resolve_device(spec.device)
     precision = resolve_precision(spec.precision, device)
@@ -74,26 +80,31 @@ def plain_run(spec: RunSpec, corpus, step_times: list[float] | None = None) -> d
     )  # fmt: skip
     batches = torch.Generator().manual_seed(derive_seed(spec.seed, "batches"))
     tokens, val = corpus.tensor("train", device), corpus.tensor("val", device)
-    eval_s, t0 = 0.0, time.perf_counter()
+    eval_s, t0, val_loss = 0.0, time.perf_counter(), None
     for it in range(spec.iters):
         for group in optimizer.param_groups:
             group["lr"] = spec.lr_at(it)
         x, y = sample_batch(tokens, spec.batch_size, spec.block_size, batches)
         with autocast:
-            _, loss = model(x, y)
+            logits, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if diagnostics:  # as the engine: read back before the update
+            grad_norm = total_grad_norm(model.parameters())
+            values = [loss.detach().float(), grad_norm, model.last_embed_norm, max_abs(logits)]
+            torch.stack(values).tolist()
         optimizer.step()
-        loss.item()  # a loop that logs its loss
+        if not diagnostics:
+            loss.item()  # a loop that logs its loss
         if step_times is not None:
             step_times.append(time.perf_counter())
         step = it + 1
         if step == spec.iters or (spec.eval_interval and step % spec.eval_interval == 0):
             t = time.perf_counter()
-            evaluate(model, val, spec.block_size, autocast=autocast)
+            val_loss = evaluate(model, val, spec.block_size, autocast=autocast)["val_loss"]
             eval_s += time.perf_counter() - t
     sync(device)
-    return {"train_s": time.perf_counter() - t0 - eval_s, "eval_s": eval_s}
+    return {"train_s": time.perf_counter() - t0 - eval_s, "eval_s": eval_s, "val_loss": val_loss}
 
 
 class Timeline:
@@ -154,9 +165,10 @@ def save(name: str, payload: dict) -> Path:
     return path
 
 
-def table(rows: list[list[str]]) -> str:
+def table(rows: list[list[str]], left: int = 1) -> str:
+    """Rows as aligned text: the first ``left`` columns left-justified, the others right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in
                        enumerate(zip(r, widths, strict=True))) for r in rows]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

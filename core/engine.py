@@ -9,6 +9,7 @@ The run's bookkeeping (progress, events, checkpoints, result) is its ``core.ledg
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 import time
@@ -171,7 +172,9 @@ class _Run:
     def load_state(self, state: dict[str, Any]) -> None:
         self.ledger.restore(state)  # checks that the checkpoint is this spec's
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # AdamW keeps the given moment tensors (on their device already) and updates them in
+        # place: give it copies, so that the caller's checkpoint stays as it was.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.batches.set_state(state["rng_batches"])
         torch.set_rng_state(state["rng_torch"])
         if "rng_cuda" in state and self.device.startswith("cuda"):
