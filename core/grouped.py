@@ -427,15 +427,16 @@ class _Group:
         """core.metrics.evaluate for every run, in batched forward passes over the same windows."""
         R, vocab = self.model.n_runs, self.corpus.vocab_size
         totals = [Totals(vocab, self.val_tokens.device) for _ in range(R)]
-        self.model.record_attention = True
         try:
-            for x, y in eval_batches(self.val_tokens, self.spec.block_size, EVAL_BATCH_SIZE):
+            batches = eval_batches(self.val_tokens, self.spec.block_size, EVAL_BATCH_SIZE)
+            for i, (x, y) in enumerate(batches):
+                self.model.record_attention = i == 0  # max_attn_logit: the first batch
                 with self.eval_autocast:
                     logits, _ = self.model(x.expand(R, *x.shape))
                 logits = logits.view(R, *x.shape, vocab)
                 embed, attn = self.model.last_embed_norm, self.model.last_max_attn_logit
                 for r in range(R):
-                    totals[r].add(logits[r], y, embed[r], attn[r])
+                    totals[r].add(logits[r], y, embed[r], attn[r] if i == 0 else None)
         finally:
             self.model.record_attention = False
         return [t.metrics() for t in totals]

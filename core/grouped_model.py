@@ -196,7 +196,7 @@ class GroupedGPT:
         )
         if self.record_attention:  # per run: (R, B*nh, T, hs) -> (R,)
             qr, kr = (t.reshape(R, B * self.n_head, T, -1) for t in (q, k))
-            scores.append(torch.stack([max_causal_score(qr[r], kr[r]) for r in range(R)]))
+            scores.append(max_causal_score(qr, kr, keep=1))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(R, B * T, C)
         x = x + _linear(y, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"])

@@ -125,15 +125,19 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
-def max_causal_score(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def max_causal_score(q: torch.Tensor, k: torch.Tensor, keep: int = 0) -> torch.Tensor:
     """The largest pre-softmax score q·k/sqrt(hs) a query gives a key it may attend to.
 
-    q, k (..., T, hs) -> a 0-d float tensor (the maximum over every leading index too).
+    q, k (..., T, hs) -> the maximum over all but the first ``keep`` dimensions (a float tensor
+    of shape q.shape[:keep]).
     """
     T, hs = q.size(-2), q.size(-1)
-    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(hs)  # (..., T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    return scores.masked_fill(future, -math.inf).amax()
+    future = torch.full((T, T), -math.inf, device=q.device).triu(1)  # keys after the query
+    qs, ks = q.reshape(-1, T, hs), k.reshape(-1, T, hs)
+    scores = torch.baddbmm(  # (N, T, T), the mask added in the same pass
+        future.to(q.dtype).expand(qs.size(0), T, T), qs, ks.transpose(1, 2), alpha=hs**-0.5
+    )
+    return scores.view(*q.shape[:keep], -1).float().amax(dim=-1)
 
 
 class MLP(nn.Module):
