@@ -5,6 +5,12 @@ it, drains it in one thread worker and collects its events. A redraw timer appli
 collected since the last tick to the run views (labtui.runview) and brings the widgets up to date,
 only what changed, a few times a second. Export and report run in workers too;
 Worker.StateChanged is the one place their results and errors arrive.
+
+The other screens (labtui.widgets) do their slow work in workers of their own: the study chooser
+(`s`) its estimates, the trade-off view (`w`) its table, the sample panel (`o`) its sample, the
+session browser (`b`) its listing. Opening another session while runs train asks first, then
+cancels them (resumable) and opens it once the drain has ended: one session, one writer, one
+queue per console.
 """
 
 from __future__ import annotations
@@ -27,10 +33,14 @@ from labtui import device_monitor
 from labtui.messages import RunSelected
 from labtui.runview import RunViews, overall_progress
 from labtui.training import Training
+from labtui.widgets.browser import SessionBrowser
+from labtui.widgets.chooser import StudyChooser, study_choices
 from labtui.widgets.console import ConsoleScreen
-from labtui.widgets.forms import ConfirmQuit, NewRunForm
+from labtui.widgets.forms import ConfirmQuit, ConfirmSwitch, NewRunForm
 from labtui.widgets.header import HeaderInfo
 from labtui.widgets.help import HelpScreen, TracebackScreen
+from labtui.widgets.sample import SamplePanel
+from labtui.widgets.tradeoff import TradeoffScreen
 
 REDRAW_S = 0.3  # events are applied and queue rows and header redrawn at most this often
 PLOT_REDRAW_S = 1.0  # plots (the costly part) at most this often while data streams in
@@ -68,7 +78,7 @@ class LabApp(App[None]):
         self.root = root
         self.device = device
         self.base = base_spec or RunSpec(device=device)
-        self.study = study or Study(base=self.base)
+        self.study = study  # offered first by the study chooser (`s`), before the built-in ones
         self.session_name = session_name
         self.data_label = data_label or _data_label(corpus)
         self.executor = executor  # None: the runner's default (local) executor
@@ -81,6 +91,7 @@ class LabApp(App[None]):
         self._waiting: set[str] = set()  # queued or running, as last drawn
         self._plotted_at = 0.0
         self._quitting = False
+        self._switch_to: str | None = None  # a session to open once the drain has ended
         self.main_screen: ConsoleScreen | None = None
 
     # -- building the picture --------------------------------------------------------------------
@@ -165,12 +176,18 @@ class LabApp(App[None]):
             if views.results_changed and self.session is not None:
                 views.results_changed = False
                 screen.show_results(self.session.results(), self.axes)
+                if isinstance(self.screen, TradeoffScreen):
+                    self.screen.reload()
             screen.show_header(self.header_info())
 
     def header_info(self) -> HeaderInfo:
         done, total = overall_progress(self.views.values())
+        if self.session is None:
+            name = self.session_name or "new"
+        else:
+            name = self.session.name + ("" if self.session.writable else " (read-only)")
         return HeaderInfo(
-            session=self.session.name if self.session else (self.session_name or "new"),
+            session=name,
             data=self.data_label,
             done=done,
             total=total,
@@ -210,11 +227,16 @@ class LabApp(App[None]):
         self.trainer.ended(failed)
         if self._quitting:
             self.finish()
+        elif self._switch_to is not None and not self.training:
+            name, self._switch_to = self._switch_to, None
+            self.open_session(name)
 
     def enqueue(self, run_ids: list[str]) -> list[str]:
         """Queue runs in the runner (a drain starts if none runs); returns the ids added."""
         if self.corpus is None:
             self.notify("no corpus loaded: start labtui with --data", severity="error")
+            return []
+        if self.read_only():
             return []
         if self.trainer is None:
             self.trainer = Training(
@@ -249,6 +271,8 @@ class LabApp(App[None]):
         from sessions.startup import add_study, create_session
         from sessions.store import SessionError
 
+        if self.read_only():
+            return None
         try:
             if self.session is None:
                 self.session = create_session(
@@ -263,8 +287,25 @@ class LabApp(App[None]):
         self.load_session()
         return ids
 
+    def read_only(self) -> bool:
+        """The session is open read-only (another process writes it): say so."""
+        if self.session is None or self.session.writable:
+            return False
+        writer = self.session.writer()
+        by = f" by {writer}" if writer else ""
+        self.notify(
+            f"session {self.session.name} is open read-only (written{by}): nothing can be "
+            "added or trained here; b opens another session",
+            severity="warning",
+        )
+        return True
+
     def action_queue_study(self) -> None:
-        ids = self.ensure_session(self.study)
+        choices = study_choices(self.study, self.base.device)
+        self.push_screen(StudyChooser(choices), self._add_study)
+
+    def _add_study(self, study: Study | None) -> None:
+        ids = self.ensure_session(study) if study is not None else None
         if ids is None:
             return
         if self.training:
@@ -338,6 +379,79 @@ class LabApp(App[None]):
             return
         self.notify("writing the report…")
         self.write_report()
+
+    def action_tradeoff(self) -> None:
+        if self.session is None:
+            self.notify("no session yet: s adds a study", severity="warning")
+        elif not self.axes:
+            self.notify(
+                f"session {self.session.name} sweeps nothing but variant and seed: no trade-off "
+                "to draw (the lr-sweep and budget-sweep studies have one)",
+                severity="warning",
+            )
+        else:
+            self.push_screen(TradeoffScreen(self.session, self.axes))
+
+    def action_sample(self) -> None:
+        if self.session is None or self.selected not in self.views:
+            self.notify("select a run first", severity="warning")
+            return
+        self.push_screen(SamplePanel(self.session, self.selected))
+
+    def action_browse(self) -> None:
+        current = self.session.name if self.session else None
+        self.push_screen(SessionBrowser(self.root, current), self._browsed)
+
+    def _browsed(self, name: str | None) -> None:
+        """Open the session chosen in the browser: now, or after asking when runs train (they
+        are cancelled, resumable, and training_ended opens it once the drain has ended)."""
+        if name is None:
+            return
+        if self.session is not None and name == self.session.name:
+            self.notify(f"session {name} is the one open here")
+            return
+        if not self.training:
+            self.open_session(name)
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes and self.training:
+                self._switch_to = name
+                self.trainer.cancel_all()
+                self.notify(f"cancelling the runs of {self.session.name}, then opening {name}…")
+            elif yes:
+                self.open_session(name)
+
+        active = len(self.trainer.runner.active) or 1
+        self.push_screen(ConfirmSwitch(self.session.name, name, active), answer)
+
+    def open_session(self, name: str) -> None:
+        """Open session ``name`` in place of the current one, as `labtui --session NAME` would
+        (checked against the corpus); read-only when another live process writes it."""
+        from sessions.startup import open_session
+        from sessions.store import Session, SessionError
+
+        try:
+            with Session.open(self.root, name) as probe:
+                writer = probe.writer()
+            opened = open_session(self.root, name, self.corpus, write=writer is None)
+        except (SessionError, OSError) as err:
+            self.notify(str(err), title="Session", severity="error", timeout=15)
+            return
+        if self.session is not None:
+            self.session.close()
+        self.session, self.trainer, self.selected = opened, None, None
+        self.views, self._waiting = RunViews(), set()
+        self.main_screen.clear_runs()
+        self.load_session()
+        if writer is not None:
+            self.notify(
+                f"session {name} is being written by {writer}: opened read-only, as it is now",
+                severity="warning",
+                timeout=12,
+            )
+        else:
+            self.notify(f"opened session {name}")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(ConsoleScreen.BINDINGS))

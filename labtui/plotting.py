@@ -176,3 +176,36 @@ def format_duration(seconds: float | None) -> str:
     if s >= 60:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s}s"
+
+
+@dataclass(frozen=True)
+class SweepAxis:
+    """Where a swept axis's values go on a plot's x axis, and their tick labels."""
+
+    name: str
+    positions: dict  # axis value -> x
+    ticks: list[float]
+    labels: list[str]
+    log: bool
+
+
+def sweep_axis(name: str, values: Sequence) -> SweepAxis:
+    """x positions of a swept axis: log10 for a learning rate and for any positive axis that
+    spans a decade or more, the values themselves for other numbers, 0, 1, ... for anything else
+    (a schedule, a precision)."""
+    numbers = all(_is_number(v) for v in values)
+    values = sorted(set(values), key=lambda v: v if numbers else str(v))
+    positive = numbers and bool(values) and min(values) > 0
+    log = positive and (name == "lr" or max(values) / min(values) >= 10)
+    if log:
+        positions = {v: math.log10(v) for v in values}
+    elif numbers:
+        positions = {v: float(v) for v in values}
+    else:
+        positions = {v: float(i) for i, v in enumerate(values)}
+    labels = [f"{v:g}" if numbers else str(v) for v in values]
+    return SweepAxis(name, positions, [positions[v] for v in values], labels, log)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)

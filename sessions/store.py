@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.events import RunFinished, RunStarted
 from core.spec import FIELD_NAMES, RunSpec, Study
-from core.status import RESTARTABLE, STATUS_ORDER
+from core.status import RESTARTABLE, STATUS_ORDER, RunStatus
 from sessions import atomic, lock, tables
 from sessions.errors import SessionError
 from sessions.paths import (
@@ -74,8 +74,10 @@ __all__ = [
     "SessionSummary",
     "default_root",
     "list_sessions",
+    "listed_statuses",
     "run_id_for",
     "session_path",
+    "study_shape",
     "validate_name",
 ]
 
@@ -90,12 +92,16 @@ class CheckpointError(SessionError):
 
 @dataclass
 class SessionSummary:
+    """One line of `labtui sessions` and of the console's session browser."""
+
     name: str
     path: Path
     created: str
     counts: dict[str, int] = field(default_factory=dict)  # status -> number of runs
     writer: str | None = None  # "pid N on HOST" while a live process holds the lock
     error: str | None = None  # why the session could not be read
+    study: str = ""  # its shape, e.g. "3 variants x 5 seeds x lr(5)" (study_shape)
+    best_ppl: float | None = None  # the lowest val_ppl among its finished runs
 
     @property
     def total(self) -> int:
@@ -446,11 +452,25 @@ def list_sessions(root: Path | str | None = None) -> list[SessionSummary]:
             continue
         try:
             session = Session.open(root, path.name)
+            records = session.runs()
             counts: dict[str, int] = dict.fromkeys(STATUS_ORDER, 0)
-            for record in session.runs():
+            for record in records:
                 counts[record.status] += 1
+            finished = [
+                r.result.val_ppl
+                for r in records
+                if r.status == RunStatus.FINISHED and r.result and r.result.val_ppl is not None
+            ]
             found.append(
-                SessionSummary(session.name, path, session.created, counts, session.writer())
+                SessionSummary(
+                    session.name,
+                    path,
+                    session.created,
+                    counts,
+                    session.writer(),
+                    study=study_shape([r.spec for r in records], session.axes()),
+                    best_ppl=min(finished, default=None),
+                )
             )
         except SessionError as err:
             found.append(SessionSummary(path.name, path, "", error=str(err)))
@@ -458,6 +478,30 @@ def list_sessions(root: Path | str | None = None) -> list[SessionSummary]:
             reason = f"{err.strerror or err}: {err.filename}" if err.filename else str(err)
             found.append(SessionSummary(path.name, path, "", error=f"cannot read it: {reason}"))
     return sorted(found, key=lambda s: (s.created, s.name))
+
+
+def listed_statuses(found: list[SessionSummary]) -> list[RunStatus]:
+    """The status columns of a listing of sessions: finished, and every other status some
+    session has a run in, in STATUS_ORDER."""
+    return [
+        st
+        for st in STATUS_ORDER
+        if st == RunStatus.FINISHED or any(s.counts.get(st) for s in found)
+    ]
+
+
+def study_shape(specs: list[RunSpec], axes: list[str]) -> str:
+    """ "3 variants x 5 seeds x lr(5)": how many variants, seeds and values of each swept axis
+    the runs have ("no runs" for none)."""
+    if not specs:
+        return "no runs"
+
+    def count(name: str) -> int:
+        return len({repr(getattr(spec, name)) for spec in specs})
+
+    variants, seeds = count("variant"), count("seed")
+    parts = [f"{variants} variant{'s' * (variants != 1)}", f"{seeds} seed{'s' * (seeds != 1)}"]
+    return " x ".join(parts + [f"{axis}({count(axis)})" for axis in axes])
 
 
 def _study_plan(study: Study) -> dict[str, RunSpec | None]:

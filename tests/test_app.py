@@ -7,7 +7,7 @@ import math
 import time
 
 import pytest
-from test_app_snapshots import sweep_session
+from test_app_snapshots import measured_step_times, step_times, sweep_session  # noqa: F401
 from textual.worker import WorkerState
 
 from conftest import TINY as BASE
@@ -16,12 +16,16 @@ from core.spec import Study
 from core.status import RunStatus
 from labtui.app import LabApp
 from labtui.runview import axis_text, short_id
+from labtui.widgets.chooser import StudyChooser
 from labtui.widgets.forms import ConfirmQuit, NewRunForm
 from labtui.widgets.header import LabHeader
 from labtui.widgets.help import TracebackScreen
 from labtui.widgets.plots import SPIKE_MARKER, CurvePlot
 from labtui.widgets.results_grid import ResultsGrid, num
 from labtui.widgets.run_queue import RunQueue
+
+# the study chooser finds its estimates cached: no measurement competes with the training here
+pytestmark = pytest.mark.usefixtures("step_times")
 
 TINY = BASE.replace(eval_interval=0, checkpoint_interval=0)
 LONG = TINY.replace(iters=100_000)  # never finishes within a test: only cancelled
@@ -42,6 +46,14 @@ async def press(pilot, *keys: str) -> None:
     for key in keys:
         pilot.app.simulate_key(key)
         await pilot.pause(0.05)
+
+
+async def add_study(pilot) -> None:
+    """s, then enter in the study chooser: the console's own study (listed first) is added."""
+    await pilot.press("s")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, StudyChooser))
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: not isinstance(pilot.app.screen, StudyChooser))
 
 
 def console(corpus, root, study: Study | None = None, **kwargs) -> LabApp:
@@ -68,7 +80,9 @@ async def test_study_trains_by_keyboard_and_fills_results(corpus, tmp_path):
     )
     app = console(corpus, tmp_path, study)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("s")
+        await pilot.press("s")  # the chooser: the console's study first, then the built-in ones
+        assert isinstance(app.screen, StudyChooser)
+        await pilot.press("enter")
         assert statuses(app) == ["pending", "pending"]
         await press(pilot, "enter")
         await wait_for(pilot, lambda: "running" in statuses(app))
@@ -128,7 +142,8 @@ async def test_quit_while_training_cancels_and_saves(corpus, tmp_path):
 
     app = console(corpus, tmp_path, Study(base=LONG, grid={}))
     async with app.run_test(size=(120, 40)) as pilot:
-        await press(pilot, "s", "enter")
+        await add_study(pilot)
+        await press(pilot, "enter")
         await wait_for(pilot, lambda: next(iter(app.views.values())).step >= 2)
         await press(pilot, "q")
         assert isinstance(app.screen, ConfirmQuit)
@@ -173,7 +188,8 @@ async def test_failed_run_shows_error_and_queue_goes_on(corpus, tmp_path):
     study = Study(base=TINY, grid={"device": ("mps", "cpu")})  # mps fails on this machine
     app = console(corpus, tmp_path, study, device="auto")
     async with app.run_test(size=(120, 40)) as pilot:
-        await press(pilot, "s", "enter")
+        await add_study(pilot)
+        await press(pilot, "enter")
         failed, second = app.views.values()
         await wait_for(pilot, lambda: failed.status == "failed" and second.step >= 1)
         await press(pilot, "C")  # the queue went on; no need to train it to the end
@@ -214,7 +230,7 @@ async def test_the_queue_is_the_runners(corpus, tmp_path):
     study = Study(base=LONG, grid={"seed": (0, 1, 2)})
     app = console(corpus, tmp_path, study)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("s")
+        await add_study(pilot)
         first, second, third = app.views
         await press(pilot, "enter")
         await wait_for(pilot, lambda: app.views[first].step >= 2)
@@ -261,7 +277,7 @@ async def test_engine_events_are_applied_in_batches(corpus, tmp_path, monkeypatc
     monkeypatch.setattr(MessagePump, "post_message", counting)
     app = console(corpus, tmp_path, Study(base=LONG, grid={}))
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("s")
+        await add_study(pilot)
         await press(pilot, "enter")
         (view,) = app.views.values()
         await wait_for(pilot, lambda: view.step >= 5)
@@ -283,7 +299,7 @@ async def test_a_session_that_cannot_be_written_stops_training_cleanly(corpus, t
     spec = LONG.replace(checkpoint_interval=40)
     app = console(corpus, tmp_path, Study(base=spec, grid={"seed": (0, 1)}))
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("s")
+        await add_study(pilot)
         first, second = app.views.values()
         await press(pilot, "enter")
         await wait_for(pilot, lambda: first.status == "running")

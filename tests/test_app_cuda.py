@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_app import TINY, console, statuses, wait_for
+from test_app import TINY, add_study, console, statuses, wait_for
 
 from core.engine import train
 from core.spec import Study
@@ -22,11 +22,12 @@ STUDY = Study(base=GPU, grid={"variant": ("none", "layernorm", "rmsnorm"), "seed
 async def test_console_trains_a_study_on_the_gpu(corpus, tmp_path):
     app = console(corpus, tmp_path, STUDY, base_spec=GPU, device="cuda")
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("s", "enter")
+        await add_study(pilot)
+        await pilot.press("enter")
         await wait_for(pilot, lambda: statuses(app) == ["finished"] * 6, timeout=300)
         await wait_for(pilot, lambda: not app.training)
         await pilot.pause(0.4)  # one redraw tick
-        assert app.runner.executor.group  # CUDA: the runs trained as one grouped model
+        assert app.trainer.runner.executor.group  # CUDA: the runs trained as one grouped model
         for view in app.views.values():
             assert list(view.curves["step"]) == list(range(1, 61))  # every step, in order
             assert view.val_ppl
@@ -46,7 +47,8 @@ async def test_cancel_and_resume_on_the_gpu(corpus, tmp_path):
     study = Study(base=long, grid={"variant": ("none", "rmsnorm"), "seed": (0,)})
     app = console(corpus, tmp_path, study, base_spec=long, device="cuda")
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("s", "enter")
+        await add_study(pilot)
+        await pilot.press("enter")
         await wait_for(pilot, lambda: all(v.step >= 30 for v in app.views.values()), 300)
         await pilot.press("C")  # cancel everything
         await wait_for(pilot, lambda: statuses(app) == ["cancelled"] * 2, timeout=120)

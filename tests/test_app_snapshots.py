@@ -169,6 +169,52 @@ def root(tmp_path):
     return tmp_path / "sessions"
 
 
+@pytest.fixture(scope="session")
+def measured_step_times(tmp_path_factory) -> dict:
+    """sessions.estimates' cache of step times for every model shape the tests' study choosers
+    offer (the built-in studies and TINY, on the CPU), measured for real once per test session."""
+    import json
+    import os
+
+    from data import cache_root
+    from labtui.widgets.chooser import study_choices
+    from sessions.estimates import estimate
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("step-times"))
+    try:
+        for _, study in study_choices(Study(base=TINY), "cpu"):
+            estimate(study)
+        return json.loads((cache_root() / "step-times.json").read_text())
+    finally:
+        if old is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
+
+
+def write_step_times(known: dict) -> None:
+    import json
+
+    from data import cache_root
+
+    cache_root().mkdir(parents=True, exist_ok=True)
+    (cache_root() / "step-times.json").write_text(json.dumps(known))
+
+
+@pytest.fixture
+def step_times(measured_step_times) -> None:
+    """This test's cache holds the measured step times: a chooser estimates at once."""
+    write_step_times(measured_step_times)
+
+
+@pytest.fixture
+def fixed_step_times(measured_step_times) -> None:
+    """The measured entries with fixed numbers: the same estimates on every machine."""
+    fixed = dict(step_s=0.25, eval_batch_s=0.5, measured="2026-01-01T09:00:00", threads=2, load=0.5)
+    write_step_times({key: {**value, **fixed} for key, value in measured_step_times.items()})
+
+
 def test_main_screen_120x40(snap_compare, root):
     """An opened session: queue, curves, gauge and results grid at 120x40."""
     assert snap_compare(console(root), terminal_size=(120, 40), run_before=settle)
@@ -252,3 +298,100 @@ def test_help(snap_compare, tmp_path):
         device_snapshot=fixed_device,
     )
     assert snap_compare(app, terminal_size=(120, 40), press=["question_mark"])
+
+
+# -- the study chooser, the trade-off view, the sample panel, the session browser --------------
+
+
+def new_console():
+    """A console with no session, on the CPU (its chooser offers the built-in studies)."""
+    from labtui.app import LabApp
+
+    return LabApp(
+        base_spec=TINY,
+        device="cpu",
+        session_name="demo",
+        data_label=DATA_LABEL,
+        device_snapshot=fixed_device,
+    )
+
+
+async def open_chooser(pilot):
+    await pilot.press("s")
+    chooser = pilot.app.screen
+    while len(chooser.hows) < len(chooser.choices):  # every estimate filled in
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+@pytest.mark.usefixtures("fixed_step_times")
+def test_study_chooser(snap_compare, tmp_path):
+    """s: the built-in studies with purpose, runs and estimated time, and how it was estimated."""
+    assert snap_compare(new_console(), terminal_size=(120, 40), run_before=open_chooser)
+
+
+@pytest.mark.usefixtures("fixed_step_times")
+def test_study_chooser_80x24(snap_compare, tmp_path):
+    """The chooser at 80x24: the purpose is cut short, runs and estimate stay."""
+    assert snap_compare(new_console(), terminal_size=(80, 24), run_before=open_chooser)
+
+
+async def open_tradeoff(pilot):
+    await settle(pilot)
+    await pilot.press("w")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def test_tradeoff_view(snap_compare, root):
+    """w on an lr sweep: final PPL per variant against log lr, the diverged cell marked, the
+    report's per-cell numbers below."""
+    app = console(root, sweep_session, "sweep")
+    assert snap_compare(app, terminal_size=(120, 40), run_before=open_tradeoff)
+
+
+def test_tradeoff_view_80x24(snap_compare, root):
+    """The trade-off view at 80x24: the note gives way to the plot."""
+    app = console(root, sweep_session, "sweep")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=open_tradeoff)
+
+
+def test_sample_panel_without_a_checkpoint(snap_compare, root):
+    """o on a run that saved no checkpoint: the panel says so and when there will be one."""
+
+    async def keys(pilot):
+        await settle(pilot)
+        await pilot.press("o")
+        await pilot.pause()
+
+    assert snap_compare(console(root), terminal_size=(100, 30), run_before=keys)
+
+
+def fix_created(root, name: str, when: str) -> None:
+    """Give a session a fixed creation time (session.json's "created")."""
+    import json
+
+    path = root / name / "session.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "created": when}))
+
+
+def test_session_browser(snap_compare, tmp_path, monkeypatch):
+    """b: every session with its study, best PPL and runs per status; the open one marked."""
+    monkeypatch.chdir(tmp_path)  # the title shows the root relative to it: "sessions"
+    root = tmp_path / "sessions"
+
+    def both(root):
+        demo_session(root)
+        sweep_session(root)
+        fix_created(root, "demo", "2026-01-01T09:00:00+01:00")
+        fix_created(root, "sweep", "2026-01-02T10:30:00+01:00")
+
+    async def keys(pilot):
+        await settle(pilot)
+        await pilot.press("b")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    app = console(root, both, "sweep")
+    assert snap_compare(app, terminal_size=(120, 40), run_before=keys)

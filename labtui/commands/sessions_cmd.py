@@ -1,4 +1,7 @@
-"""`labtui sessions`: the sessions in the root, with their runs counted per status."""
+"""`labtui sessions`: the sessions in the root: their study, runs counted per status, best PPL.
+
+The console's session browser (labtui.widgets.browser) shows the same sessions.store.list_sessions.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,11 @@ from labtui.errors import fail
 
 
 def sessions(root: RootOption = None) -> None:
-    """List the sessions: name, creation time, runs and how many are in each status."""
+    """List the sessions: name, creation time, study, runs per status and the best val PPL."""
     from rich.console import Console
     from rich.table import Table
 
-    from core.status import STATUS_ORDER, RunStatus
-    from sessions.store import default_root, list_sessions
+    from sessions.store import default_root, list_sessions, listed_statuses
 
     where = root if root is not None else default_root()
     if where.exists() and not where.is_dir():
@@ -22,20 +24,20 @@ def sessions(root: RootOption = None) -> None:
     if not found:
         console.print(f"no sessions in {where}", markup=False, highlight=False)
         return
-    shown = [
-        st
-        for st in STATUS_ORDER
-        if st == RunStatus.FINISHED or any(s.counts.get(st) for s in found)
-    ]
+    shown = listed_statuses(found)
     table = Table(title=str(where), title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("name", no_wrap=True)
     table.add_column("created", no_wrap=True)
-    table.add_column("runs", justify="right")
+    table.add_column("runs", justify="right", min_width=4)
     for status in shown:
-        table.add_column(status, justify="right")
+        table.add_column(status, justify="right", min_width=4)
+    table.add_column("best PPL", justify="right", min_width=7)
+    table.add_column("study", min_width=12)  # wraps on a narrow terminal
     table.add_column("note")
     for s in found:
         counts = [str(s.counts.get(status, 0)) for status in shown]
         note = s.error or (f"written by {s.writer}" if s.writer else "")
-        table.add_row(s.name, s.created[:16].replace("T", " "), str(s.total), *counts, note)
+        best = "—" if s.best_ppl is None else f"{s.best_ppl:.3f}"
+        created = s.created[:16].replace("T", " ")
+        table.add_row(s.name, created, str(s.total), *counts, best, s.study, note)
     console.print(table)

@@ -45,7 +45,7 @@ class ConsoleScreen(Screen):
             "app.queue_study",
             "Study",
             id="queue_study",
-            tooltip="Add the whole default study (every variant x every seed) to the session",
+            tooltip="Add a study: a chooser of the built-in ones, with runs and estimated time",
         ),
         # priority: the tables would take enter for themselves
         Binding(
@@ -123,6 +123,30 @@ class ConsoleScreen(Screen):
             tooltip="Small terminals: switch the plot between loss and gradient norm",
         ),
         Binding(
+            "w",
+            "app.tradeoff",
+            "Trade-off",
+            id="tradeoff",
+            show=False,
+            tooltip="Trade-off: final PPL against the swept axis (lr, iters...) per variant",
+        ),
+        Binding(
+            "o",
+            "app.sample",
+            "Sample",
+            id="sample",
+            show=False,
+            tooltip="Sample text from the selected run's latest checkpoint (on the CPU)",
+        ),
+        Binding(
+            "b",
+            "app.browse",
+            "Sessions",
+            id="browse",
+            show=False,
+            tooltip="Sessions: browse them, open one (asks first while runs train)",
+        ),
+        Binding(
             "e",
             "app.export",
             "Export",
@@ -190,6 +214,10 @@ class ConsoleScreen(Screen):
         self.query_one(NormGauge).show(
             selected, view.embed_norm if view else None, view.spec.n_embd if view else None
         )
+
+    def clear_runs(self) -> None:
+        """Forget every run shown (another session is being opened)."""
+        self.query_one(RunQueue).reset()
 
     def show_results(self, df: pd.DataFrame, axes: list[str]) -> None:
         self.query_one(ResultsGrid).show_results(df, axes)

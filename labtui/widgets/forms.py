@@ -1,4 +1,4 @@
-"""Modal screens: the new-run form and the quit confirmation."""
+"""Modal screens: the new-run form, and the confirmations of quitting and of switching sessions."""
 
 from __future__ import annotations
 
@@ -106,6 +106,39 @@ class ConfirmQuit(ModalScreen[bool]):
             )
             with Horizontal(classes="buttons"):
                 yield Button("Cancel runs and quit (y)", variant="error", id="yes", compact=True)
+                yield Button("Stay (n)", id="no", compact=True)
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class ConfirmSwitch(ModalScreen[bool]):
+    """Runs are training: cancel them (resumable) and open another session, or stay."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Switch", id="switch_yes"),
+        Binding("n,escape", "answer(False)", "Stay", id="switch_no"),
+    ]
+
+    def __init__(self, current: str, other: str, active: int) -> None:
+        super().__init__()
+        self.current, self.other, self.active = current, other, active
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Open session {self.other}?", classes="dialog-title")
+            yield Static(
+                f"{self.active} run(s) of {self.current} are training. They will be cancelled "
+                f"and saved (resumable with r when you open {self.current} again), then "
+                f"{self.other} opens.",
+                id="switch-text",
+            )
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel runs and switch (y)", variant="error", id="yes", compact=True)
                 yield Button("Stay (n)", id="no", compact=True)
 
     @on(Button.Pressed)

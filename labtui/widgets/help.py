@@ -15,8 +15,10 @@ from textual.widgets import Label, Static
 ABOUT = (
     "Runs train one after another in a background thread; the screen stays live. "
     "Every event is saved in the session folder, so a session can be reopened with "
-    "`labtui --session NAME` and interrupted runs resumed with r. Mouse works too: "
-    "click a run to select it."
+    "`labtui --session NAME` or b, and interrupted runs resumed with r. One session is open at "
+    "a time: opening another while runs train asks first, then cancels them (resumable); a "
+    "session another process writes opens read-only. s, enter, enter trains the protocol. "
+    "Mouse works too: click a run to select it."
 )
 
 

@@ -62,6 +62,12 @@ class RunQueue(DataTable):
         for key, label, width in (*HEAD, *axes, *TAIL):
             self.add_column(label, key=key, width=width)
 
+    def reset(self) -> None:
+        """No rows, no axis columns."""
+        self.axes = ()
+        self.clear(columns=True)
+        self._add_columns()
+
     def set_axes(self, axes: list[str]) -> bool:
         """Give every swept axis a column; True when that emptied the table (show_run each
         run again)."""
