@@ -302,7 +302,7 @@ class LabApp(App[None]):
 
     def action_queue_study(self) -> None:
         choices = study_choices(self.study, self.base.device)
-        self.push_screen(StudyChooser(choices), self._add_study)
+        self.push_screen(StudyChooser(choices, measure=not self.training), self._add_study)
 
     def _add_study(self, study: Study | None) -> None:
         ids = self.ensure_session(study) if study is not None else None

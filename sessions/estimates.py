@@ -55,15 +55,27 @@ class Estimate:
     how: str  # one line: what was measured, where and when
 
 
+class NotMeasured(LookupError):
+    """No cached measurement, and measuring was not allowed (the device is busy training)."""
+
+
 def estimate(
-    study: Study, val_tokens: int = TINY_SHAKESPEARE_VAL, *, remeasure: bool = False
+    study: Study,
+    val_tokens: int = TINY_SHAKESPEARE_VAL,
+    *,
+    remeasure: bool = False,
+    measure: bool = True,
 ) -> Estimate:
-    """The study's wall time on its device, from each model shape's measured step time."""
+    """The study's wall time on its device, from each model shape's measured step time.
+
+    ``measure=False``: use cached measurements only (NotMeasured when one is missing): a
+    measurement taken while the device trains would be too slow and would stay cached.
+    """
     specs = study.specs()
     seconds, timings = 0.0, {}
     for spec in specs:
         if _shape(spec) not in timings:
-            timings[_shape(spec)] = timing(spec, remeasure=remeasure)
+            timings[_shape(spec)] = timing(spec, remeasure=remeasure, measure=measure)
         t = timings[_shape(spec)]
         seconds += spec.iters * t.step_s + _evals(spec) * _eval_batches(spec, val_tokens) * (
             t.eval_batch_s
@@ -78,9 +90,10 @@ def estimate(
     )
 
 
-def timing(spec: RunSpec, *, remeasure: bool = False) -> StepTiming:
+def timing(spec: RunSpec, *, remeasure: bool = False, measure: bool = True) -> StepTiming:
     """The cached measurement for ``spec``'s shape on its device, measured now if missing (or
-    if ``remeasure``: a measurement taken on a busy machine is too slow)."""
+    if ``remeasure``: a measurement taken on a busy machine is too slow). ``measure=False``:
+    NotMeasured instead of measuring."""
     import torch
 
     from core.device import device_name, resolve_device
@@ -99,7 +112,9 @@ def timing(spec: RunSpec, *, remeasure: bool = False) -> StepTiming:
             return StepTiming(**known[key])
         except (KeyError, TypeError):
             pass  # not measured yet, or a damaged entry
-    measured = measure(spec)
+    if not measure:
+        raise NotMeasured(f"no step time measured yet for this model on {key.split('|')[0]}")
+    measured = take_measurement(spec)
     known[key] = asdict(measured)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +124,7 @@ def timing(spec: RunSpec, *, remeasure: bool = False) -> StepTiming:
     return measured
 
 
-def measure(spec: RunSpec, vocab_size: int = 65) -> StepTiming:
+def take_measurement(spec: RunSpec, vocab_size: int = 65) -> StepTiming:
     """Time TIMED training steps (after WARMUP) and one evaluation batch of ``spec``'s model."""
     import torch
 

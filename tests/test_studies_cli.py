@@ -93,3 +93,17 @@ def test_preset_and_study_file_together_are_refused(tmp_path, corpus_path):
     assert result.exit_code == 2 and "not both" in result.output
     result = invoke("run", "--preset", "nope", "--data", corpus_path, "--root", tmp_path)
     assert result.exit_code == 2 and "unknown preset 'nope'" in result.output
+
+
+def test_without_measuring_a_missing_step_time_is_said_not_taken(tiny_spec):
+    """While runs train, the console asks for cached estimates only: a step timed then would
+    be too slow and would stay in the cache."""
+    from sessions.estimates import NotMeasured
+
+    study = load_preset("protocol")
+    study = type(study)(base=tiny_spec, grid=study.grid, order=study.order)
+    with pytest.raises(NotMeasured, match="no step time measured yet"):
+        estimate(study, measure=False)
+    assert not (cache_root() / "step-times.json").exists()
+    measured = estimate(study).seconds  # measures and caches
+    assert estimate(study, measure=False).seconds == measured

@@ -46,9 +46,10 @@ class StudyChooser(ModalScreen[Study | None]):
         Binding("escape", "close", "Close", id="chooser_close")
     ]
 
-    def __init__(self, choices: list[tuple[str, Study]]) -> None:
+    def __init__(self, choices: list[tuple[str, Study]], measure: bool = True) -> None:
         super().__init__()
         self.choices = dict(choices)  # name -> study, in the order shown
+        self.measure = measure  # False while runs train: a step timed now would be too slow
         self.hows: dict[str, str] = {}  # name -> how its estimate was made (or why it failed)
 
     def compose(self) -> ComposeResult:
@@ -79,15 +80,17 @@ class StudyChooser(ModalScreen[Study | None]):
 
     @work(thread=True, exclusive=True, group="estimates", exit_on_error=False)
     def estimate_all(self) -> None:
-        from sessions.estimates import estimate
+        from sessions.estimates import NotMeasured, estimate
 
         worker = get_current_worker()
         for name, study in self.choices.items():
             if worker.is_cancelled:
                 return
             try:
-                guess = estimate(study)
+                guess = estimate(study, measure=self.measure)
                 cell, how = f"~{format_duration(guess.seconds)}", guess.how
+            except NotMeasured as err:
+                cell, how = "—", f"{err}: not now, while runs train (`labtui studies` measures)"
             except Exception as err:  # e.g. a device this machine lacks: said, not raised
                 cell, how = "—", f"no estimate: {type(err).__name__}: {err}"
             if worker.is_cancelled:
