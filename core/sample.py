@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from core.model import GPT
@@ -22,14 +24,15 @@ def generate(
     The model sees at most its context (the last ``block_size`` ids). ``temperature`` 0 takes the
     most likely id; otherwise ids are drawn from the softmax of logits / temperature, restricted to
     the ``top_k`` most likely when given. Draws come from ``generator``, a CPU generator, so a seed
-    gives the same draws on every device. Dropout is off while sampling.
+    gives the same draws on every device. Dropout is off while sampling. Raises ValueError for an
+    argument out of range, or a model whose output is not finite (weights of a diverged run).
     """
     if prompt.dim() != 1 or prompt.numel() == 0:
         raise ValueError("the prompt must be a non-empty 1-D tensor of token ids")
     if tokens < 0:
         raise ValueError(f"tokens must be >= 0, got {tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     device = next(model.parameters()).device
@@ -42,10 +45,13 @@ def generate(
         for _ in range(tokens):
             logits, _ = model(idx)
             logits = logits[0, -1].float().cpu()  # (vocab,)
+            if not torch.isfinite(logits).all():
+                raise ValueError("the model's output is not finite (its weights hold NaN or inf)")
             if temperature == 0:
                 next_id = int(logits.argmax())
             else:
-                logits = logits / temperature
+                # the largest logit becomes 0: a tiny temperature cannot overflow to inf - inf
+                logits = (logits - logits.max()) / temperature
                 if top_k is not None and top_k < logits.numel():
                     kth = torch.topk(logits, top_k).values[-1]
                     logits = logits.masked_fill(logits < kth, float("-inf"))

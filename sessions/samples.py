@@ -115,7 +115,9 @@ def sample_run(
     from core.sample import generate
     from core.spec import RunSpec
 
-    session.spec(run_id)  # an unknown run: SessionError
+    planned = session.spec(run_id)  # an unknown run: SessionError
+    if not 0 <= seed < 2**64:
+        raise SampleError(f"the sampling seed must be from 0 to 2**64 - 1, got {seed}")
     path = checkpoint_path(session, run_id, checkpoint)
     if path is None:
         what = "final checkpoint (it has not finished)" if checkpoint == "final" else "checkpoint"
@@ -133,11 +135,22 @@ def sample_run(
         device = resolve_device(device)
     except RuntimeError as err:
         raise SampleError(str(err)) from None
-    state = session.load_checkpoint(run_id, final=path.name == "checkpoint.pt")
-    spec = RunSpec.from_dict(state["spec"])
+    try:
+        state = session.load_checkpoint(run_id, final=path.name == "checkpoint.pt")
+        spec = RunSpec.from_dict(state["spec"])
+        weights, step = state["model"], int(state.get("step", 0))
+    except OSError:
+        raise  # the file cannot be read (not that it is broken): the caller says so
+    except Exception as err:
+        detail = " ".join(str(err).split(". ")[0].split())[:200]  # torch's advice left out
+        raise SampleError(
+            f"the {path.name} of run {run_id} cannot be loaded ({type(err).__name__}: {detail})"
+        ) from None
+    if spec.key() != planned.key():
+        raise SampleError(f"the {path.name} of run {run_id} belongs to another run spec")
     model = build_model(spec, len(vocab))
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:200]
         raise SampleError(
@@ -146,15 +159,16 @@ def sample_run(
         ) from None
     model.to(device)
     generator = torch.Generator().manual_seed(seed)
-    ids = generate(
-        model,
-        torch.tensor(start),
-        tokens,
-        temperature=temperature,
-        top_k=top_k,
-        generator=generator,
-    )
+    try:
+        ids = generate(
+            model,
+            torch.tensor(start),
+            tokens,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )
+    except ValueError as err:
+        raise SampleError(f"cannot sample {run_id}: {err}") from None
     text = "".join(vocab[i] for i in ids.tolist())
-    return Sample(
-        run_id, spec.variant, spec.seed, int(state.get("step", 0)), path.name, prompt, text
-    )
+    return Sample(run_id, spec.variant, spec.seed, step, path.name, prompt, text)

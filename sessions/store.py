@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,11 +111,15 @@ class Session:
         try:
             self.name = str(meta["name"])
             self.created = str(meta.get("created", ""))
+            if not isinstance(meta["study"], dict):
+                raise TypeError("its study is not an object")
             self.study = Study.from_dict(_in_grid_order(meta["study"], meta.get("grid_order")))
             self.format = int(meta.get("format", 1))
+            self.provenance: dict[str, Any] = meta.get("provenance") or {}
+            if not isinstance(self.provenance, dict):
+                raise TypeError("its provenance is not an object")
         except (KeyError, TypeError, ValueError) as err:
             raise SessionError(f"session {path.name} is broken: bad session.json ({err})") from None
-        self.provenance: dict[str, Any] = meta.get("provenance") or {}
         self.writable = False
         self._mutex = threading.RLock()  # record() runs in training threads
         self._plan: dict[str, RunSpec | None] = {}  # run id -> spec (None: read from spec.json)
@@ -163,13 +168,14 @@ class Session:
             "provenance": provenance or {},
         }
         session = cls(path, meta)
-        session._take_lock()
         try:
+            session._take_lock()
             with atomic.writing(path / "runs"):
                 (path / "runs").mkdir()
             atomic.write_json(path / "session.json", meta)  # the session exists from here on
         except BaseException:
             session.close()
+            shutil.rmtree(path, ignore_errors=True)  # not a session yet: its name stays free
             raise
         return session
 
@@ -260,7 +266,8 @@ class Session:
         return lock.other_writer(self.path, self._token)
 
     def axes(self) -> list[str]:
-        """Swept fields other than variant and seed: the study's axes plus any that vary."""
+        """Swept fields other than variant and seed (the study's axes plus any that vary) that
+        are not result columns already (iters and precision are)."""
         return tables.axes(self.study, [self.spec(run_id) for run_id in self.run_ids()])
 
     def results(self) -> pd.DataFrame:

@@ -54,14 +54,19 @@ EVAL_COLUMNS = (
 EXPORTS = ("results", "metrics", "evals")
 
 
-def axes(study: Study, specs: list[RunSpec]) -> list[str]:
+def swept(study: Study, specs: list[RunSpec]) -> list[str]:
     """Swept fields other than variant and seed: the study's axes plus any that vary."""
     names = list(study.axes)
     for name in FIELD_NAMES:
         varies = len({repr(getattr(s, name)) for s in specs}) > 1
         if varies and name not in names and name not in ("variant", "seed"):
             names.append(name)
-    return [n for n in names if n not in RESULT_COLUMNS]
+    return names
+
+
+def axes(study: Study, specs: list[RunSpec]) -> list[str]:
+    """The swept fields that are not result columns already (iters and precision are)."""
+    return [n for n in swept(study, specs) if n not in RESULT_COLUMNS]
 
 
 def results(session: Session) -> pd.DataFrame:
@@ -141,7 +146,8 @@ def export(session: Session, what: str = "results") -> pd.DataFrame:
     columns, read = (
         (METRIC_COLUMNS, session.metrics) if what == "metrics" else (EVAL_COLUMNS, session.evals)
     )
-    fields = ["variant", "seed", *session.axes()]
+    specs = [session.spec(run_id) for run_id in session.run_ids()]
+    fields = ["variant", "seed", *swept(session.study, specs)]
     keys = ["run_id", *(f"spec_{f}" if f in columns else f for f in fields)]
     frames = []
     for run_id in session.run_ids():
@@ -165,6 +171,6 @@ def _result_rows(session: Session, columns: list[str]) -> list[list[Any]]:
         if result is None:
             continue
         spec = session.spec(run_id)
-        values = {**spec.to_dict(), **result.to_dict(), "iters": spec.iters}
+        values = {**spec.to_dict(), **result.to_dict(), "run_id": run_id, "iters": spec.iters}
         rows.append([values.get(c) for c in columns])
     return rows

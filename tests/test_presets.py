@@ -71,5 +71,7 @@ def test_sizes_in_runs_and_tokens():
 
 
 def test_unknown_preset_is_one_line():
-    with pytest.raises(SpecError, match=r"^unknown preset 'nope': choose one of protocol, budget-sweep, "):
+    with pytest.raises(
+        SpecError, match=r"^unknown preset 'nope': choose one of protocol, budget-sweep, "
+    ):
         presets.load_preset("nope")
