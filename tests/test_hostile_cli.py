@@ -12,6 +12,7 @@ import json
 import math
 import os
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -159,6 +160,28 @@ def test_a_damaged_checkpoint_is_one_line(copy, damage, message):
     per_variant = invoke("sample", "base", "--root", root, "--tokens", 5)  # none's, then the error
     assert per_variant.exit_code == 2 and "Traceback" not in per_variant.output
     assert per_variant.output.splitlines()[-1] == line
+
+
+def test_a_huge_sample_shows_as_it_comes_and_ctrl_c_keeps_it(lab):
+    """--tokens 10^9 printed nothing until done (days), and Ctrl-C lost all of it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LABTUI_HOME": str(lab)}
+    args = ["sample", "base", "r000-none-s0", "--prompt", "ROMEO:", "--tokens", 10**9]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labtui.cli", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first, deadline = b"", time.monotonic() + 60
+    while len(first) < 200 and time.monotonic() < deadline:  # text arrives while it is drawn
+        if select.select([proc.stdout], [], [], 1)[0]:
+            first += os.read(proc.stdout.fileno(), 4096)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert len(first) >= 200, "nothing shown while drawing"
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+    shown = (first + rest).decode()
+    assert shown.startswith("ROMEO:") and shown.endswith("\n")
 
 
 # -- labtui studies --------------------------------------------------------------------------------
