@@ -18,12 +18,13 @@ def default_root() -> Path:
     return Path(os.environ.get("LABTUI_HOME") or "labtui-sessions").expanduser()
 
 
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a safe session folder name, else raise SessionError."""
-    if not _NAME.fullmatch(name) or ".." in name:
+def validate_name(name: str, *, new: bool = False) -> str:
+    """Return ``name`` if it is a safe session folder name, else raise SessionError. A ``new``
+    name may not start with '-' either: every command would read it as an option."""
+    if not _NAME.fullmatch(name) or ".." in name or (new and name.startswith("-")):
         raise SessionError(
             f"bad session name {name!r}: use up to 100 letters, digits, '.', '_' or '-', "
-            "not starting with '.'"
+            "not starting with '.' or '-'"
         )
     return name
 

@@ -150,7 +150,7 @@ class Session:
             raise SessionError(f"session root {root} is not a folder")
         root.mkdir(parents=True, exist_ok=True)
         if name is not None:
-            path = root / validate_name(name)
+            path = root / validate_name(name, new=True)
             try:
                 path.mkdir()
             except FileExistsError:

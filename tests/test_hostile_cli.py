@@ -267,6 +267,25 @@ def test_a_session_that_could_not_be_created_leaves_its_name_free(tmp_path, corp
         subprocess.run(["umount", "-l", str(fs)], check=False)
 
 
+@pytest.mark.parametrize("name", ["-x", "--x", "../x", "a b", "ünï", ".x", "a" * 101])
+def test_a_new_session_name_that_commands_cannot_take_is_refused(tmp_path, corpus_path, name):
+    """A session named "-x" was created, and then `labtui report -x` read it as an option."""
+    flags = ["--layers", 1, "--width", 16, "--heads", 2, "--context", 16, "--batch", 4]
+    args = ["run", *flags, "--iters", 2, "--seeds", 0, "--variants", "none", "--device", "cpu"]
+    line = one_error_line(
+        invoke(*args, "--data", corpus_path, "--root", tmp_path, f"--session={name}")
+    )
+    assert line.startswith(f"labtui: error: bad session name {name!r}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_session_named_with_a_dash_before_the_rule_still_opens(copy):
+    root, folder = copy("base")
+    folder.rename(root / "-x")
+    report = invoke("report", "--root", root, "--", "-x")
+    assert report.exit_code == 0 and report.output.startswith("base: 2 of 2"), report.output
+
+
 # -- damaged session files -------------------------------------------------------------------------
 
 
