@@ -357,6 +357,24 @@ def test_a_metrics_csv_that_is_not_text_is_one_line(copy):
     assert report.exit_code == 0 and "Traceback" not in report.output, report.output
 
 
+def test_a_results_csv_edited_by_hand_is_not_the_truth(copy, corpus_path):
+    """results.csv is rebuilt from the result.json files: an edit changes no number, and the
+    next write-open puts it back (the README says so now)."""
+    root, folder = copy("base")
+    truth = (folder / "results.csv").read_text()
+    table = pd.read_csv(folder / "results.csv")
+    table.loc[0, "val_loss"] = 0.001
+    table.to_csv(folder / "results.csv", index=False)
+    exported = pd.read_csv(io.StringIO(invoke("export", "base", "--root", root).output))
+    assert exported.loc[0, "val_loss"] == pytest.approx(
+        pd.read_csv(io.StringIO(truth)).loc[0, "val_loss"]
+    )
+    resumed = invoke("run", "--resume", "base", "--root", root, "--data", corpus_path)
+    assert resumed.exit_code == 0, resumed.output
+    assert (folder / "results.csv").read_text() == truth
+    assert "an edit here is overwritten" in " ".join((REPO / "README.md").read_text().split())
+
+
 # -- labtui report and export on sweeps ------------------------------------------------------------
 
 
