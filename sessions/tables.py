@@ -89,7 +89,7 @@ def write_results_csv(session: Session) -> None:
 
 def read_run_csv(path: Path, columns: tuple[str, ...], where: str) -> pd.DataFrame:
     """A run's metrics.csv or evals.csv, every value a number (or empty); ``where`` names the
-    run in errors.
+    run in errors. Its header holds "step" and some of ``columns`` (older sessions have fewer).
 
     A last line without its newline is what a kill mid-write leaves: it is dropped. Any other
     row that does not parse (a wrong number of fields, a value that is not a number) is an
@@ -101,7 +101,14 @@ def read_run_csv(path: Path, columns: tuple[str, ...], where: str) -> pd.DataFra
     if not text.strip():
         return pd.DataFrame(columns=list(columns))
     rows = csv.reader(io.StringIO(text))
-    width = len(next(rows))
+    header = next(rows)
+    known = set(header) <= set(columns) and len(set(header)) == len(header)
+    if not known or "step" not in header:  # a subset: older sessions have fewer columns
+        raise SessionError(
+            f"{where} is broken: {path} line 1: header {','.join(header)!r} is not step and "
+            f"others of {','.join(columns)}, each once"
+        )
+    width = len(header)
     for number, row in enumerate(rows, start=2):
         if len(row) != width:
             raise SessionError(

@@ -375,6 +375,22 @@ def test_a_results_csv_edited_by_hand_is_not_the_truth(copy, corpus_path):
     assert "an edit here is overwritten" in " ".join((REPO / "README.md").read_text().split())
 
 
+@pytest.mark.parametrize("header", ["garbage", "loss,tokens", "step,step,loss"])
+def test_a_metrics_csv_with_a_foreign_header_is_one_line(copy, header):
+    """A header of unknown columns was exported as data, and the report failed on KeyError."""
+    root, folder = copy("sweep")
+    path = folder / "runs" / "r000-none-s0-precisionfp32-iters2" / "metrics.csv"
+    row = ",".join("1" for _ in header.split(","))
+    path.write_text(f"{header}\n{row}\n")
+    line = one_error_line(invoke("export", "sweep", "--what", "metrics", "--root", root))
+    assert f"r000-none-s0-precisionfp32-iters2/metrics.csv line 1: header {header!r}" in line
+    meta = json.loads((folder / "session.json").read_text())
+    del meta["provenance"]["corpus_vocab_size"]  # the loss at init from the first steps
+    (folder / "session.json").write_text(json.dumps(meta))
+    report = invoke("report", "sweep", "--root", root)
+    assert report.exit_code == 0 and "Traceback" not in report.output, report.output
+
+
 # -- labtui report and export on sweeps ------------------------------------------------------------
 
 
