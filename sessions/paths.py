@@ -11,6 +11,7 @@ from sessions.errors import SessionError
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _RUN_DIR = re.compile(r"r(\d+)-")
+_RUN_ID = re.compile(r"r\d+-[A-Za-z0-9._-]+")
 
 
 def default_root() -> Path:
@@ -52,6 +53,13 @@ def run_id_for(index: int, spec: RunSpec, axes: list[str] | tuple[str, ...] = ()
         text = f"{value:g}" if isinstance(value, float) else str(value)
         parts.append(re.sub(r"[^A-Za-z0-9.]", "_", f"{name}{text}"))
     return "-".join(parts)
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it is one ``run_id_for`` could make (a safe folder name), else SessionError."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise SessionError(f"bad run id {run_id!r}")
+    return run_id
 
 
 def run_index(run_id: str) -> int:

@@ -48,6 +48,7 @@ from core.status import RESTARTABLE, STATUS_ORDER
 from sessions import atomic, lock, tables
 from sessions.errors import SessionError
 from sessions.paths import (
+    check_run_id,
     default_root,
     run_folders,
     run_id_for,
@@ -487,8 +488,8 @@ def _read_added(path: Path, name: str) -> dict[str, RunSpec]:
     for number, line in enumerate(atomic.complete_lines(path).splitlines(), start=1):
         try:
             for run in json.loads(line)["runs"]:
-                added[str(run["run_id"])] = RunSpec.from_dict(run["spec"])
-        except (ValueError, KeyError, TypeError) as err:
+                added[check_run_id(run["run_id"])] = RunSpec.from_dict(run["spec"])
+        except (ValueError, KeyError, TypeError, SessionError) as err:
             raise SessionError(f"session {name} is broken: {path} line {number}: {err}") from None
     return added
 

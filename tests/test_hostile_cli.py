@@ -391,6 +391,23 @@ def test_a_metrics_csv_with_a_foreign_header_is_one_line(copy, header):
     assert report.exit_code == 0 and "Traceback" not in report.output, report.output
 
 
+@pytest.mark.parametrize("run_id", ["../../../evil", "evil", 7, "r001-none-s1/../../x"])
+def test_an_added_run_with_a_bad_id_makes_the_session_broken(copy, corpus_path, run_id):
+    """A run id in added.jsonl was taken as is: "../../../evil" stayed pending for ever and
+    stopped every resume with "has no run 'evil'"."""
+    root, folder = copy("base")
+    spec = json.loads((folder / "runs" / "r000-none-s0" / "spec.json").read_text())
+    line = json.dumps({"runs": [{"run_id": run_id, "spec": spec}]})
+    (folder / "added.jsonl").write_text(line + "\n")
+    refused = one_error_line(
+        invoke("run", "--resume", "base", "--root", root, "--data", corpus_path)
+    )
+    assert f"added.jsonl line 1: bad run id {run_id!r}" in refused
+    assert not (root.parent / "evil").exists() and not (root / "evil").exists()
+    listed = invoke("sessions", "--root", root)
+    assert listed.exit_code == 0 and "broken" in listed.output, listed.output
+
+
 # -- labtui report and export on sweeps ------------------------------------------------------------
 
 
