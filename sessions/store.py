@@ -125,6 +125,7 @@ class Session:
         self._mutex = threading.RLock()  # record() runs in training threads
         self._plan: dict[str, RunSpec | None] = {}  # run id -> spec (None: read from spec.json)
         self._plan_mark: object = ()  # what the plan was read from (added.jsonl's size and time)
+        self._axes: tuple[object, list[str]] = (None, [])  # (plan it is of, axes)
         self._writer = EventWriter(path / "runs", self.spec)
         self._token: str | None = None
 
@@ -269,7 +270,12 @@ class Session:
     def axes(self) -> list[str]:
         """Swept fields other than variant and seed (the study's axes plus any that vary) that
         are not result columns already (iters and precision are)."""
-        return tables.axes(self.study, [self.spec(run_id) for run_id in self.run_ids()])
+        with self._mutex:
+            plan = self._planned()
+            key = (self._plan_mark, len(plan))  # the plan changes only by added runs
+            if self._axes[0] != key:  # computed once, not at every run's end: 10^5 runs
+                self._axes = (key, tables.axes(self.study, [self.spec(r) for r in plan]))
+            return list(self._axes[1])
 
     def results(self) -> pd.DataFrame:
         """One row per run with a result, columns RESULT_COLUMNS + swept fields."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from core.spec import FIELD_NAMES, RunSpec, Study
 from sessions import atomic
 from sessions.errors import SessionError
+from sessions.paths import run_folders
 from sessions.records import read_result
 
 if TYPE_CHECKING:
@@ -172,8 +173,11 @@ def export(session: Session, what: str = "results") -> pd.DataFrame:
 
 
 def _result_rows(session: Session, columns: list[str]) -> list[list[Any]]:
+    started = {name for _, name in run_folders(session.path / "runs")}  # the others have none
     rows = []
     for run_id in session.run_ids():
+        if run_id not in started:
+            continue
         result = read_result(session.run_dir(run_id) / "result.json")
         if result is None:
             continue

@@ -527,3 +527,41 @@ def test_the_readme_lists_the_export_columns_there_are():
     keys = ["run_id", "variant", "seed"]
     assert listed("one row per training step:") == [*keys, *METRIC_COLUMNS]
     assert listed("one row per evaluation:") == [*keys, *EVAL_COLUMNS]
+
+
+# -- a study of 10^5 runs: nothing may cost a pass over every run per run ----------------------
+
+
+@pytest.fixture
+def huge(tmp_path):
+    """A session of 60,000 planned runs (made by --max-runs), one of them started."""
+    study = Study(base=BASE, grid={"variant": ("none", "rmsnorm"), "seed": range(30_000)})
+    session = Session.create(tmp_path, study, name="huge")
+    yield session
+    session.close()
+
+
+def test_choosing_runs_to_train_in_a_huge_study_is_not_quadratic(huge, corpus):
+    """`labtui run` hands the runner its todo list: a set was rebuilt for every run (60,000^2)."""
+    runner = StudyRunner(huge, corpus, group=False)
+    ids = huge.run_ids()
+    began = time.monotonic()
+    assert runner.enqueue(ids) == ids
+    assert time.monotonic() - began < 10
+
+
+def test_a_run_ending_in_a_huge_study_reads_no_other_run(huge):
+    """results.csv is rebuilt at every run's end: it tried every run's result.json and compared
+    every spec to find the swept fields (seconds per run at 10^5 runs)."""
+    from core.events import RunFinished, RunResult, RunStarted
+
+    run_id = huge.run_ids()[-1]
+    huge.begin(run_id)
+    huge.record(RunStarted(run_id, huge.spec(run_id), "cpu", "CPU", 1000))
+    huge.axes()  # the swept fields are found once
+    result = RunResult(run_id, "finished", 4, 4 * 256, 1000, "cpu", 0.5, val_loss=4.0)
+    began = time.monotonic()
+    for _ in range(5):
+        huge.record(RunFinished(run_id, result))
+    assert (time.monotonic() - began) / 5 < 0.2
+    assert list(pd.read_csv(huge.path / "results.csv")["run_id"]) == [run_id]
