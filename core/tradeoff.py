@@ -236,8 +236,8 @@ def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
         f"lower is better) over {axis} = {', '.join(fmt(v) for v in values)}"
     )
     segments = [
-        f"{winner} at {_span(axis, [getattr(r, axis) for r in group])}"
-        for winner, group in itertools.groupby(cells, key=lambda r: r.winner)
+        f"{best} at {_span(axis, [getattr(r, axis) for r in group])}"
+        for best, group in itertools.groupby(cells, key=lambda r: _best(r.ranking))
     ]
     if len(segments) == 1 and len({r.ranking for r in cells}) == 1:
         sentences = [
@@ -254,6 +254,13 @@ def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
         )
         sentences.append(f"Diverged runs (counted in the final PPL): {listing}.")
     return " ".join(sentences)
+
+
+def _best(ranking: str) -> str:
+    """The best of a ranking text: "rmsnorm", or "a tie (none = rmsnorm)" when several share the
+    lowest final PPL (every run diverged, say): the winner of a tie is no winner."""
+    first = ranking.split(" (no run done")[0].split(" < ")[0]
+    return f"a tie ({first})" if " = " in first else first
 
 
 def _crossings(table: pd.DataFrame, cells: list, values: list, axis: str) -> list[str]:

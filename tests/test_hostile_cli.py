@@ -511,6 +511,8 @@ def test_a_variant_that_draws_level_does_not_cross_the_baseline():
     text = tradeoff.analyse(df, "lr", math.log(65)).paragraphs[0][1]
     assert "Against none, rmsnorm is worse at lr = 0.001, level at lr = 1: it draws level " in text
     assert "crosses" not in text
+    # nor is either the best there: it said "the best variant is none at lr = 0.001 to 1"
+    assert "the best variant is none at lr = 0.001, then a tie (none = rmsnorm) at lr = 1." in text
 
 
 def test_the_readme_lists_the_export_columns_there_are():
