@@ -138,8 +138,8 @@ class Sampler:
             ids = stream(
                 self.model, start, tokens, temperature=temperature, top_k=top_k, generator=generator
             )
-        except ValueError as err:
-            raise SampleError(f"cannot sample {self.run_id}: {err}") from None
+        except ValueError as err:  # an argument out of range
+            raise SampleError(str(err)) from None
         return self._chars(ids)
 
     def _chars(self, ids: Iterator[int]) -> Iterator[str]:

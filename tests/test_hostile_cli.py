@@ -112,6 +112,22 @@ def test_a_tiny_temperature_is_greedy_and_an_infinite_one_is_refused(lab):
     assert "temperature must be a finite number >= 0, got inf" in line
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--tokens", -1, "tokens must be >= 0, got -1"),
+        ("--temperature", -1, "temperature must be a finite number >= 0, got -1.0"),
+        ("--temperature", "nan", "temperature must be a finite number >= 0, got nan"),
+        ("--top-k", 0, "top_k must be >= 1, got 0"),
+    ],
+)
+def test_a_sampling_argument_out_of_range_is_one_line(lab, flag, value, message):
+    """These were typer's usage block (Usage:, Try..., Error: "greater than or equal to 0", the
+    same words for nan); the rule is core.sample's, spelled once."""
+    args = ("sample", "base", "--root", lab, flag, value)
+    assert one_error_line(invoke(*args)) == f"labtui: error: {message}"
+
+
 def _garbage(path: Path) -> None:
     path.write_bytes(b"not a checkpoint\n")
 
@@ -244,6 +260,11 @@ def test_max_runs_cannot_lift_a_study_past_what_memory_holds(tmp_path, corpus_pa
         "(1,000,000: its runs are built in memory)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_max_runs_below_one_is_one_line(tmp_path, corpus_path):
+    result = invoke("run", "--max-runs", 0, "--root", tmp_path, "--data", corpus_path)
+    assert one_error_line(result) == "labtui: error: --max-runs must be at least 1, got 0"
 
 
 def test_a_session_that_could_not_be_created_leaves_its_name_free(tmp_path, corpus_path):

@@ -217,7 +217,6 @@ def run(
         int,
         typer.Option(
             "--max-runs",
-            min=1,
             help="Refuse a study of more runs than this (a guard against typos such as "
             f"--seeds 0-1000000000); no study may have more than {MAX_RUNS_CEILING:,}.",
         ),
@@ -245,6 +244,8 @@ def run(
         fail("give --study FILE or --preset NAME, not both")
     if retry_failed and resume is None:
         fail("--retry-failed needs --resume SESSION")
+    if max_runs < 1:
+        fail(f"--max-runs must be at least 1, got {max_runs}")
     if resume is None:
         text = None
         if preset is not None:

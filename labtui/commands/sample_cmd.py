@@ -21,12 +21,12 @@ def sample(
     prompt: Annotated[
         str, typer.Option("--prompt", help="Text to continue (default: start from a newline).")
     ] = "",
-    tokens: Annotated[int, typer.Option("--tokens", min=0, help="Characters to generate.")] = 500,
+    tokens: Annotated[int, typer.Option("--tokens", help="Characters to generate.")] = 500,
     temperature: Annotated[
-        float, typer.Option("--temperature", min=0.0, help="Softmax temperature; 0 = greedy.")
+        float, typer.Option("--temperature", help="Softmax temperature; 0 = greedy.")
     ] = 1.0,
     top_k: Annotated[
-        int | None, typer.Option("--top-k", min=1, help="Draw from the K likeliest only.")
+        int | None, typer.Option("--top-k", help="Draw from the K likeliest only.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed: same seed, same text.")] = 0,
     checkpoint: Annotated[
