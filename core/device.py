@@ -15,8 +15,16 @@ def resolve_device(name: str = "auto") -> str:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    kind, _, index = name.partition(":")
+    if name not in ("cpu", "cuda", "mps") and not (kind == "cuda" and index.isdigit()):
+        raise RuntimeError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here")
+    if index and int(index) >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+            "device(s), numbered from 0"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise RuntimeError("device 'mps' asked for, but MPS is not available here")
     return name

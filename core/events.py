@@ -111,8 +111,26 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """The result of ``to_dict`` (unknown keys are ignored); TypeError for data that is not a
+        result: not a mapping, or a field missing or of the wrong kind."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a run result is a mapping, not {type(data).__name__}")
+        result = cls(**{k: v for k, v in data.items() if k in _RESULT_KINDS})
+        for name, kinds in _RESULT_KINDS.items():
+            value = getattr(result, name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise TypeError(f"{name} of a run result cannot be {value!r}")
+        return result
+
+
+def _kinds(annotation: str) -> tuple[type, ...]:
+    """ "float | None" -> (int, float, NoneType): the JSON values a field of that type takes."""
+    name, _, optional = annotation.partition(" | ")
+    kinds = {"int": (int,), "float": (int, float), "str": (str,)}[name]
+    return kinds + ((type(None),) if optional else ())
+
+
+_RESULT_KINDS = {f.name: _kinds(str(f.type)) for f in dataclasses.fields(RunResult)}
 
 
 @dataclass(frozen=True)

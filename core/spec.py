@@ -21,6 +21,9 @@ ORDERS = ("grid", "interleaved")
 # The most runs a study may have unless asked for more (`labtui run --max-runs`): a guard against
 # a typo such as --seeds 0-1000000000, which would otherwise build its runs until memory runs out.
 MAX_RUNS = 10_000
+# The most runs any study may have, whatever --max-runs says: its runs are built in memory (about
+# 2.5 kB each with their ids), so a study of 10^9 runs would exhaust the machine, not fail.
+MAX_RUNS_CEILING = 1_000_000
 
 
 class SpecError(ValueError):
@@ -165,7 +168,13 @@ NON_SCIENCE_FIELDS = frozenset({"eval_interval", "checkpoint_interval", "device"
 
 
 def check_size(runs: int, max_runs: int = MAX_RUNS) -> None:
-    """Raise SpecError when a study of ``runs`` runs is over the limit ``max_runs``."""
+    """Raise SpecError when a study of ``runs`` runs is over the limit ``max_runs``, or over
+    MAX_RUNS_CEILING whatever the limit."""
+    if max_runs > MAX_RUNS_CEILING and runs > MAX_RUNS_CEILING:
+        raise SpecError(
+            f"the study has {runs:,} runs, over the most a study can have "
+            f"({MAX_RUNS_CEILING:,}: its runs are built in memory)"
+        )
     if runs > max_runs:
         raise SpecError(f"the study has {runs:,} runs, over the limit of {max_runs:,}")
 

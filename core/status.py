@@ -22,6 +22,8 @@ STATUS_ORDER = (
     RunStatus.FINISHED, RunStatus.DIVERGED, RunStatus.RUNNING, RunStatus.PENDING,
     RunStatus.INTERRUPTED, RunStatus.CANCELLED, RunStatus.FAILED,
 )  # fmt: skip
+# How a run can end: the statuses its result holds (never pending or running).
+ENDED = frozenset(RunStatus) - {RunStatus.PENDING, RunStatus.RUNNING}
 # The run ended by itself: nothing left to do, and it counts in a study's outcome.
 DONE = frozenset({RunStatus.FINISHED, RunStatus.DIVERGED})
 # A resumable checkpoint continues the run where it stopped.

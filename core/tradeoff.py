@@ -154,10 +154,10 @@ def winners(
     df: pd.DataFrame, table: pd.DataFrame, axis: str, baseline: str = "none", others=()
 ) -> pd.DataFrame:
     """Per cell: ranking (variants by final PPL, a diverged run counted as at initialization;
-    those without a done run last), the winner and its final PPL; challenger (the winner, or the
-    best other variant when the baseline wins) against the baseline: n_pairs, diff (paired mean
-    over seeds where both finished, challenger - baseline), ci_low, ci_high and p_value from
-    core.stats.compare."""
+    those without a done run named apart, unranked), the winner and its final PPL; challenger
+    (the winner, or the best other variant when the baseline wins) against the baseline:
+    n_pairs, diff (paired mean over seeds where both finished, challenger - baseline), ci_low,
+    ci_high and p_value from core.stats.compare."""
     keys = [*others, axis]
     comp = stats.compare(df, baseline, keys, metrics=["val_ppl"])
     rows = []
@@ -204,10 +204,14 @@ def _ppl(cell_df: pd.DataFrame, variant) -> float:
 
 
 def _ranking_text(ranked: list[str], cell_df: pd.DataFrame) -> str:
-    """ "rmsnorm < none = layernorm": ties (equal final PPL) joined by "="."""
-    text = ranked[0] if ranked else ""
-    for a, b in itertools.pairwise(ranked):
+    """ "rmsnorm < none = layernorm": ties (equal final PPL) joined by "="; variants without a
+    done run are not ranked but named: "none < rmsnorm (no run done: layernorm)"."""
+    rated = [v for v in ranked if not math.isnan(_ppl(cell_df, v))]
+    text = rated[0] if rated else ""
+    for a, b in itertools.pairwise(rated):
         text += (" = " if _ppl(cell_df, a) == _ppl(cell_df, b) else " < ") + b
+    if unrated := [v for v in ranked if v not in rated]:
+        text += f"{' ' if text else ''}(no run done: {', '.join(unrated)})"
     return text
 
 
@@ -232,8 +236,8 @@ def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
         f"lower is better) over {axis} = {', '.join(fmt(v) for v in values)}"
     )
     segments = [
-        f"{winner} at {_span(axis, [getattr(r, axis) for r in group])}"
-        for winner, group in itertools.groupby(cells, key=lambda r: r.winner)
+        f"{best} at {_span(axis, [getattr(r, axis) for r in group])}"
+        for best, group in itertools.groupby(cells, key=lambda r: _best(r.ranking))
     ]
     if len(segments) == 1 and len({r.ranking for r in cells}) == 1:
         sentences = [
@@ -250,6 +254,13 @@ def flip_paragraph(table: pd.DataFrame, wins: pd.DataFrame, axis: str) -> str:
         )
         sentences.append(f"Diverged runs (counted in the final PPL): {listing}.")
     return " ".join(sentences)
+
+
+def _best(ranking: str) -> str:
+    """The best of a ranking text: "rmsnorm", or "a tie (none = rmsnorm)" when several share the
+    lowest final PPL (every run diverged, say): the winner of a tie is no winner."""
+    first = ranking.split(" (no run done")[0].split(" < ")[0]
+    return f"a tie ({first})" if " = " in first else first
 
 
 def _crossings(table: pd.DataFrame, cells: list, values: list, axis: str) -> list[str]:
@@ -277,17 +288,23 @@ def _crossings(table: pd.DataFrame, cells: list, values: list, axis: str) -> lis
                 "crosses it in the grid"
             )
         else:
-            crossings = ", ".join(
-                f"between {fmt(a[-1][0])} ({fmt(a[-1][2])} vs {fmt(a[-1][3])}) and "
-                f"{fmt(b[0][0])} ({fmt(b[0][2])} vs {fmt(b[0][3])})"
+            changes = ", ".join(
+                f"{_change(a[-1][1], b[0][1])} {baseline} between {fmt(a[-1][0])} "
+                f"({fmt(a[-1][2])} vs {fmt(a[-1][3])}) and {fmt(b[0][0])} "
+                f"({fmt(b[0][2])} vs {fmt(b[0][3])})"
                 for a, b in itertools.pairwise(runs)
             )
-            text = (
-                f"Against {baseline}, {variant} is {', '.join(parts)}: it crosses {baseline} "
-                f"{crossings}"
-            )
+            text = f"Against {baseline}, {variant} is {', '.join(parts)}: it {changes}"
         sentences.append(text[0].upper() + text[1:] + ".")
     return sentences
+
+
+def _change(before: str, after: str) -> str:
+    """How a variant moves against the baseline from one side ("better", "worse", "level") to
+    another: only better to worse (or back) crosses it."""
+    if after == "level":
+        return "draws level with"
+    return "parts from" if before == "level" else "crosses"
 
 
 def _span(axis: str, values: list) -> str:

@@ -113,9 +113,10 @@ def csv_line(values: Iterable[Any]) -> str:
 
 
 def complete_lines(path: Path) -> str:
-    """The file's text up to its last newline: a line cut by a kill mid-write is dropped."""
+    """The file's text up to its last newline: a line cut by a kill mid-write is dropped. Bytes
+    that are not UTF-8 read as U+FFFD, so that the parser of the text names the line."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
         return ""
     return text[: text.rfind("\n") + 1]

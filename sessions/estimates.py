@@ -107,11 +107,9 @@ def timing(spec: RunSpec, *, remeasure: bool = False, measure: bool = True) -> S
         known = {}
     if not isinstance(known, dict):
         known = {}
-    if not remeasure:
-        try:
-            return StepTiming(**known[key])
-        except (KeyError, TypeError):
-            pass  # not measured yet, or a damaged entry
+    cached = _cached(known.get(key))
+    if cached is not None and not remeasure:
+        return cached
     if not measure:
         raise NotMeasured(f"no step time measured yet for this model on {key.split('|')[0]}")
     measured = take_measurement(spec)
@@ -173,6 +171,23 @@ def take_measurement(spec: RunSpec, vocab_size: int = 65) -> StepTiming:
     eval_s = time.perf_counter() - t0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return StepTiming(device_name(device), step_s, eval_s, now_iso(), torch.get_num_threads(), load)
+
+
+def _cached(entry: object) -> StepTiming | None:
+    """A cached measurement; None when there is none, or it is damaged (a field missing or of
+    the wrong kind, a time that is not a positive number)."""
+    try:
+        t = StepTiming(**entry)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    times_ok = all(number(v) and v > 0 for v in (t.step_s, t.eval_batch_s))
+    texts_ok = isinstance(t.device_name, str) and isinstance(t.measured, str)
+    counts_ok = isinstance(t.threads, int) and (t.load is None or number(t.load))
+    return t if times_ok and texts_ok and counts_ok else None
 
 
 def _shape(spec: RunSpec) -> tuple:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 from core.stats import METRICS, t_interval, variant_order
+from sessions import atomic
 
 SIZE = (8, 5)  # inches
 DPI = 100
@@ -43,7 +44,8 @@ def _cell_title(cell: dict) -> str:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, format="png")
+    """Write the PNG whole or not at all (a kill or a full disk never leaves half a figure)."""
+    atomic.write_with(path, lambda f: fig.savefig(f, dpi=DPI, format="png"))
     return path
 
 
@@ -134,13 +136,19 @@ def final_metric(df: pd.DataFrame, metric: str, path: Path, axes=()) -> Path:
 def metric_vs_axis(summary: pd.DataFrame, metric: str, axis: str, axes, path: Path) -> Path:
     """Mean final metric (95% CI bars) against a swept axis, one line per variant.
 
-    With more than one swept axis, each combination of the others gets its own line.
+    With more than one swept axis, each combination of the others gets its own line. An axis
+    of words (precision, schedule) or of yes/no is drawn as evenly spaced categories.
     """
     label = METRICS.get(metric, (metric, None))[0]
     rows = summary[summary["metric"] == metric]
     others = [a for a in axes if a != axis]
     fig, (ax,) = _figure(1)
     variants = variant_order(rows["variant"])
+    numeric = pd.api.types.is_numeric_dtype(rows[axis]) and not pd.api.types.is_bool_dtype(
+        rows[axis]
+    )
+    categories = [] if numeric else sorted(set(rows[axis]), key=str)
+    position = categories.index if categories else (lambda v: v)
     for (variant, *rest), line in rows.groupby(["variant", *others], sort=False):
         line = line.sort_values(axis)
         name = variant + (
@@ -148,7 +156,7 @@ def metric_vs_axis(summary: pd.DataFrame, metric: str, axis: str, axes, path: Pa
         )
         yerr = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
         ax.errorbar(
-            line[axis],
+            [position(v) for v in line[axis]],
             line["mean"],
             yerr=np.nan_to_num(yerr),
             fmt="o-",
@@ -156,11 +164,15 @@ def metric_vs_axis(summary: pd.DataFrame, metric: str, axis: str, axes, path: Pa
             color=_color(variant, variants.index(variant)) if not others else None,
             label=name,
         )
-    values = rows[axis].to_numpy(dtype=float)
-    if len(values) and values.min() > 0 and values.max() / values.min() >= 3:
-        ax.set_xscale("log")
-    ticks = np.unique(values)
-    ax.set_xticks(ticks, [f"{v:g}" for v in ticks], minor=False)
+    if categories:
+        ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    else:
+        values = rows[axis].to_numpy(dtype=float)
+        if len(values) and values.min() > 0 and values.max() / values.min() >= 3:
+            ax.set_xscale("log")
+        ticks = np.unique(values)
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks], minor=False)
     ax.minorticks_off()
     ax.set_xlabel(axis)
     ax.set_ylabel(f"{label} (mean, 95% CI)")

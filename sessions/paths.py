@@ -11,6 +11,7 @@ from sessions.errors import SessionError
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _RUN_DIR = re.compile(r"r(\d+)-")
+_RUN_ID = re.compile(r"r\d+-[A-Za-z0-9._-]+")
 
 
 def default_root() -> Path:
@@ -18,12 +19,13 @@ def default_root() -> Path:
     return Path(os.environ.get("LABTUI_HOME") or "labtui-sessions").expanduser()
 
 
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a safe session folder name, else raise SessionError."""
-    if not _NAME.fullmatch(name) or ".." in name:
+def validate_name(name: str, *, new: bool = False) -> str:
+    """Return ``name`` if it is a safe session folder name, else raise SessionError. A ``new``
+    name may not start with '-' either: every command would read it as an option."""
+    if not _NAME.fullmatch(name) or ".." in name or (new and name.startswith("-")):
         raise SessionError(
             f"bad session name {name!r}: use up to 100 letters, digits, '.', '_' or '-', "
-            "not starting with '.'"
+            "not starting with '.' or '-'"
         )
     return name
 
@@ -51,6 +53,13 @@ def run_id_for(index: int, spec: RunSpec, axes: list[str] | tuple[str, ...] = ()
         text = f"{value:g}" if isinstance(value, float) else str(value)
         parts.append(re.sub(r"[^A-Za-z0-9.]", "_", f"{name}{text}"))
     return "-".join(parts)
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it is one ``run_id_for`` could make (a safe folder name), else SessionError."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise SessionError(f"bad run id {run_id!r}")
+    return run_id
 
 
 def run_index(run_id: str) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.events import RunResult
 from core.spec import RunSpec
-from core.status import RunStatus
+from core.status import ENDED, RunStatus
 from sessions import atomic
 
 
@@ -56,14 +56,14 @@ def read_record(
 def read_result(path: Path) -> RunResult | None:
     """A run's result.json; None when there is none yet.
 
-    A broken one (unreadable, or an unknown status) reads as no result: the run can be redone.
+    A broken one (unreadable, not a result, or a status no run ends with) reads as no result:
+    the run can be redone.
     """
     try:
         result = RunResult.from_dict(json.loads(path.read_text()))
-        RunStatus(result.status)
     except (OSError, ValueError, TypeError):
         return None
-    return result
+    return result if result.status in ENDED else None
 
 
 def last_step(path: Path) -> int:

@@ -21,7 +21,7 @@ import pandas as pd
 from core import stats, tradeoff
 from core.stats import fmt
 from core.status import DONE, STATUS_ORDER, RunStatus
-from sessions import figures
+from sessions import atomic, figures
 from sessions.store import SessionError
 
 CURVES = (  # figure file, metrics.csv column, y label, title, log scale
@@ -138,7 +138,7 @@ def write_report(session, out_dir: str | Path | None = None) -> ReportResult:
             figures.tradeoff(sweep.table, sweep.axis, path, xlabel, x, sweep.others)
         )
     report_md = out / "report.md"
-    report_md.write_text(_markdown(result, session), encoding="utf-8")
+    atomic.write_bytes(report_md, _markdown(result, session).encode("utf-8"))
     result.files.insert(2, report_md)
     return result
 
@@ -245,9 +245,7 @@ def _stats_table(summary: pd.DataFrame, comparison: pd.DataFrame, axes) -> pd.Da
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic.write_bytes(path, table.to_csv(index=False).encode("utf-8"))
     return path
 
 

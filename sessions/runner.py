@@ -78,7 +78,8 @@ class StudyRunner:
             unknown = [r for r in run_ids if r not in known]
             if unknown:
                 raise SessionError(f"session {self.session.name} has no run {unknown[0]!r}")
-            records = [r for r in records if r.run_id in set(run_ids)]
+            chosen = set(run_ids)
+            records = [r for r in records if r.run_id in chosen]
         return [r.run_id for r in records if r.status in wanted]
 
     # -- the queue -----------------------------------------------------------------------------
@@ -90,7 +91,8 @@ class StudyRunner:
         """
         todo = self.todo(run_ids, retry_failed=retry_failed)
         with self._mutex:
-            added = [r for r in todo if r not in self._queue and r not in self._stops]
+            busy = {*self._queue, *self._stops}  # a set: a study may have 10^5 runs
+            added = [r for r in todo if r not in busy]
             self._queue.extend(added)
             if added:
                 self._stopping = False

@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from core.status import RESTARTABLE, STATUS_ORDER, RunStatus
 from sessions import atomic, lock, tables
 from sessions.errors import SessionError
 from sessions.paths import (
+    check_run_id,
     default_root,
     run_folders,
     run_id_for,
@@ -116,15 +118,20 @@ class Session:
         try:
             self.name = str(meta["name"])
             self.created = str(meta.get("created", ""))
+            if not isinstance(meta["study"], dict):
+                raise TypeError("its study is not an object")
             self.study = Study.from_dict(_in_grid_order(meta["study"], meta.get("grid_order")))
             self.format = int(meta.get("format", 1))
+            self.provenance: dict[str, Any] = meta.get("provenance") or {}
+            if not isinstance(self.provenance, dict):
+                raise TypeError("its provenance is not an object")
         except (KeyError, TypeError, ValueError) as err:
             raise SessionError(f"session {path.name} is broken: bad session.json ({err})") from None
-        self.provenance: dict[str, Any] = meta.get("provenance") or {}
         self.writable = False
         self._mutex = threading.RLock()  # record() runs in training threads
         self._plan: dict[str, RunSpec | None] = {}  # run id -> spec (None: read from spec.json)
         self._plan_mark: object = ()  # what the plan was read from (added.jsonl's size and time)
+        self._axes: tuple[object, list[str]] = (None, [])  # (plan it is of, axes)
         self._writer = EventWriter(path / "runs", self.spec)
         self._token: str | None = None
 
@@ -151,7 +158,7 @@ class Session:
             raise SessionError(f"session root {root} is not a folder")
         root.mkdir(parents=True, exist_ok=True)
         if name is not None:
-            path = root / validate_name(name)
+            path = root / validate_name(name, new=True)
             try:
                 path.mkdir()
             except FileExistsError:
@@ -169,13 +176,14 @@ class Session:
             "provenance": provenance or {},
         }
         session = cls(path, meta)
-        session._take_lock()
         try:
+            session._take_lock()
             with atomic.writing(path / "runs"):
                 (path / "runs").mkdir()
             atomic.write_json(path / "session.json", meta)  # the session exists from here on
         except BaseException:
             session.close()
+            shutil.rmtree(path, ignore_errors=True)  # not a session yet: its name stays free
             raise
         return session
 
@@ -266,8 +274,14 @@ class Session:
         return lock.other_writer(self.path, self._token)
 
     def axes(self) -> list[str]:
-        """Swept fields other than variant and seed: the study's axes plus any that vary."""
-        return tables.axes(self.study, [self.spec(run_id) for run_id in self.run_ids()])
+        """Swept fields other than variant and seed (the study's axes plus any that vary) that
+        are not result columns already (iters and precision are)."""
+        with self._mutex:
+            plan = self._planned()
+            key = (self._plan_mark, len(plan))  # the plan changes only by added runs
+            if self._axes[0] != key:  # computed once, not at every run's end: 10^5 runs
+                self._axes = (key, tables.axes(self.study, [self.spec(r) for r in plan]))
+            return list(self._axes[1])
 
     def results(self) -> pd.DataFrame:
         """One row per run with a result, columns RESULT_COLUMNS + swept fields."""
@@ -524,8 +538,8 @@ def _read_added(path: Path, name: str) -> dict[str, RunSpec]:
     for number, line in enumerate(atomic.complete_lines(path).splitlines(), start=1):
         try:
             for run in json.loads(line)["runs"]:
-                added[str(run["run_id"])] = RunSpec.from_dict(run["spec"])
-        except (ValueError, KeyError, TypeError) as err:
+                added[check_run_id(run["run_id"])] = RunSpec.from_dict(run["spec"])
+        except (ValueError, KeyError, TypeError, SessionError) as err:
             raise SessionError(f"session {name} is broken: {path} line {number}: {err}") from None
     return added
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from core.spec import FIELD_NAMES, RunSpec, Study
 from sessions import atomic
 from sessions.errors import SessionError
+from sessions.paths import run_folders
 from sessions.records import read_result
 
 if TYPE_CHECKING:
@@ -54,14 +55,19 @@ EVAL_COLUMNS = (
 EXPORTS = ("results", "metrics", "evals")
 
 
-def axes(study: Study, specs: list[RunSpec]) -> list[str]:
+def swept(study: Study, specs: list[RunSpec]) -> list[str]:
     """Swept fields other than variant and seed: the study's axes plus any that vary."""
     names = list(study.axes)
     for name in FIELD_NAMES:
         varies = len({repr(getattr(s, name)) for s in specs}) > 1
         if varies and name not in names and name not in ("variant", "seed"):
             names.append(name)
-    return [n for n in names if n not in RESULT_COLUMNS]
+    return names
+
+
+def axes(study: Study, specs: list[RunSpec]) -> list[str]:
+    """The swept fields that are not result columns already (iters and precision are)."""
+    return [n for n in swept(study, specs) if n not in RESULT_COLUMNS]
 
 
 def results(session: Session) -> pd.DataFrame:
@@ -84,7 +90,7 @@ def write_results_csv(session: Session) -> None:
 
 def read_run_csv(path: Path, columns: tuple[str, ...], where: str) -> pd.DataFrame:
     """A run's metrics.csv or evals.csv, every value a number (or empty); ``where`` names the
-    run in errors.
+    run in errors. Its header holds "step" and some of ``columns`` (older sessions have fewer).
 
     A last line without its newline is what a kill mid-write leaves: it is dropped. Any other
     row that does not parse (a wrong number of fields, a value that is not a number) is an
@@ -96,7 +102,14 @@ def read_run_csv(path: Path, columns: tuple[str, ...], where: str) -> pd.DataFra
     if not text.strip():
         return pd.DataFrame(columns=list(columns))
     rows = csv.reader(io.StringIO(text))
-    width = len(next(rows))
+    header = next(rows)
+    known = set(header) <= set(columns) and len(set(header)) == len(header)
+    if not known or "step" not in header:  # a subset: older sessions have fewer columns
+        raise SessionError(
+            f"{where} is broken: {path} line 1: header {','.join(header)!r} is not step and "
+            f"others of {','.join(columns)}, each once"
+        )
+    width = len(header)
     for number, row in enumerate(rows, start=2):
         if len(row) != width:
             raise SessionError(
@@ -141,7 +154,8 @@ def export(session: Session, what: str = "results") -> pd.DataFrame:
     columns, read = (
         (METRIC_COLUMNS, session.metrics) if what == "metrics" else (EVAL_COLUMNS, session.evals)
     )
-    fields = ["variant", "seed", *session.axes()]
+    specs = [session.spec(run_id) for run_id in session.run_ids()]
+    fields = ["variant", "seed", *swept(session.study, specs)]
     keys = ["run_id", *(f"spec_{f}" if f in columns else f for f in fields)]
     frames = []
     for run_id in session.run_ids():
@@ -159,12 +173,15 @@ def export(session: Session, what: str = "results") -> pd.DataFrame:
 
 
 def _result_rows(session: Session, columns: list[str]) -> list[list[Any]]:
+    started = {name for _, name in run_folders(session.path / "runs")}  # the others have none
     rows = []
     for run_id in session.run_ids():
+        if run_id not in started:
+            continue
         result = read_result(session.run_dir(run_id) / "result.json")
         if result is None:
             continue
         spec = session.spec(run_id)
-        values = {**spec.to_dict(), **result.to_dict(), "iters": spec.iters}
+        values = {**spec.to_dict(), **result.to_dict(), "run_id": run_id, "iters": spec.iters}
         rows.append([values.get(c) for c in columns])
     return rows

@@ -34,3 +34,14 @@ def check_ray_flags(executor: str, address: str | None, gpus_per_run: float | No
 
     if executor != "ray" and (address is not None or gpus_per_run is not None):
         fail("--address and --gpus-per-run go with --executor ray")
+
+
+def check_device(device: str) -> None:
+    """A device that is unknown or not here: one line, exit 2."""
+    from core.device import resolve_device
+    from labtui.errors import fail
+
+    try:
+        resolve_device(device)
+    except RuntimeError as err:
+        fail(str(err))

@@ -12,7 +12,15 @@ from typing import Annotated, Any
 
 import typer
 
-from core.spec import FIELD_NAMES, MAX_RUNS, RunSpec, SpecError, Study, check_size
+from core.spec import (
+    FIELD_NAMES,
+    MAX_RUNS,
+    MAX_RUNS_CEILING,
+    RunSpec,
+    SpecError,
+    Study,
+    check_size,
+)
 from core.status import RESUMABLE, RunStatus
 from labtui.commands.options import (
     AddressOption,
@@ -21,6 +29,7 @@ from labtui.commands.options import (
     GpusPerRunOption,
     GroupOption,
     RootOption,
+    check_device,
     check_ray_flags,
 )
 from labtui.errors import fail
@@ -106,10 +115,13 @@ def build_study(
     if device is not None:
         base["device"] = device
         grid.pop("device", None)
+    runs = math.prod(count(values) for values in grid.values())
     try:
-        check_size(math.prod(count(values) for values in grid.values()), max_runs)
+        check_size(runs, max_runs)
     except SpecError as err:
-        raise SpecError(f"{err} (--max-runs N raises it)") from None
+        if max_runs <= MAX_RUNS_CEILING:  # the limit was the user's: one they can raise
+            err = SpecError(f"{err} (--max-runs N raises it, up to {MAX_RUNS_CEILING:,})")
+        raise err from None
     built = {name: expand(values) for name, values in grid.items()}
     for name in built:  # swept fields: the base takes the first value
         if name in FIELD_NAMES and built[name]:
@@ -205,9 +217,8 @@ def run(
         int,
         typer.Option(
             "--max-runs",
-            min=1,
             help="Refuse a study of more runs than this (a guard against typos such as "
-            "--seeds 0-1000000000).",
+            f"--seeds 0-1000000000); no study may have more than {MAX_RUNS_CEILING:,}.",
         ),
     ] = MAX_RUNS,
     group: GroupOption = None,
@@ -233,6 +244,8 @@ def run(
         fail("give --study FILE or --preset NAME, not both")
     if retry_failed and resume is None:
         fail("--retry-failed needs --resume SESSION")
+    if max_runs < 1:
+        fail(f"--max-runs must be at least 1, got {max_runs}")
     if resume is None:
         text = None
         if preset is not None:
@@ -251,13 +264,13 @@ def run(
             the_study = build_study(text, given, order=order, device=device, max_runs=max_runs)
         except SpecError as err:
             fail(str(err))
-        _check_device(the_study.base.device)
+        check_device(the_study.base.device)
     elif device is not None:
         try:
             RunSpec(device=device)
         except SpecError as err:
             fail(str(err))
-        _check_device(device)
+        check_device(device)
     from sessions.startup import create_session, open_session, start_executor
 
     check_ray_flags(executor, address, gpus_per_run)
@@ -393,15 +406,6 @@ def _counts(records) -> str:
     for record in records:
         counts[record.status] = counts.get(record.status, 0) + 1
     return ", ".join(f"{n} {status}" for status, n in counts.items())
-
-
-def _check_device(device: str) -> None:
-    from core.device import resolve_device
-
-    try:
-        resolve_device(device)
-    except RuntimeError as err:
-        fail(str(err))
 
 
 def _check_corpus(corpus, study: Study) -> None:

@@ -34,9 +34,11 @@ def studies(
     from rich.table import Table
 
     from core.presets import load_preset, preset_names
+    from labtui.commands.options import check_device
     from labtui.plotting import format_duration
     from sessions.estimates import estimate
 
+    check_device(device)
     console = Console()
     table = Table(show_edge=False, pad_edge=False)
     for name, justify in (("name", "left"), ("purpose", "left"), ("runs", "right"),
