@@ -24,31 +24,29 @@ are removed when the session is next opened for writing. A write that fails rais
 atomic.WriteError (an OSError naming the file). The columns of the tables are in tables.py, the
 statuses a folder implies in records.py.
 
-``Session`` composes the parts: paths (names, run ids), lock (one writer), writer (engine events
-into run folders), records (status of each run) and tables (results and exports).
+``Session`` composes the parts: paths (names, run ids), plan (which runs it holds), lock (one
+writer), writer (engine events into run folders), records (status of each run) and tables
+(results and exports). listing.py summarizes the sessions of a root.
 """
 
 from __future__ import annotations
 
 import atexit
-import itertools
 import json
 import os
 import secrets
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.events import RunFinished, RunStarted
-from core.spec import FIELD_NAMES, RunSpec, Study
-from core.status import RESTARTABLE, STATUS_ORDER, RunStatus
-from sessions import atomic, lock, tables
+from core.spec import RunSpec, Study
+from core.status import RESTARTABLE
+from sessions import atomic, lock, plan, tables
 from sessions.errors import SessionError
 from sessions.paths import (
-    check_run_id,
     default_root,
     run_folders,
     run_id_for,
@@ -73,41 +71,18 @@ __all__ = [
     "RunRecord",
     "Session",
     "SessionError",
-    "SessionSummary",
     "default_root",
-    "list_sessions",
-    "listed_statuses",
     "run_id_for",
     "session_path",
-    "study_shape",
     "validate_name",
 ]
 
 FORMAT = 2  # 2: run folders are made when their run starts; 1: every folder at creation
-ADDED = "added.jsonl"
 BROKEN_SUFFIX = ".broken"  # an unreadable resume.pt is moved aside to resume.pt.broken
 
 
 class CheckpointError(SessionError):
     """A run's resume.pt cannot be loaded: the run fails, and the file is moved aside."""
-
-
-@dataclass
-class SessionSummary:
-    """One line of `labtui sessions` and of the console's session browser."""
-
-    name: str
-    path: Path
-    created: str
-    counts: dict[str, int] = field(default_factory=dict)  # status -> number of runs
-    writer: str | None = None  # "pid N on HOST" while a live process holds the lock
-    error: str | None = None  # why the session could not be read
-    study: str = ""  # its shape, e.g. "3 variants x 5 seeds x lr(5)" (study_shape)
-    best_ppl: float | None = None  # the lowest val_ppl among its finished runs
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 class Session:
@@ -120,7 +95,7 @@ class Session:
             self.created = str(meta.get("created", ""))
             if not isinstance(meta["study"], dict):
                 raise TypeError("its study is not an object")
-            self.study = Study.from_dict(_in_grid_order(meta["study"], meta.get("grid_order")))
+            self.study = Study.from_dict(plan.in_grid_order(meta["study"], meta.get("grid_order")))
             self.format = int(meta.get("format", 1))
             self.provenance: dict[str, Any] = meta.get("provenance") or {}
             if not isinstance(self.provenance, dict):
@@ -277,10 +252,10 @@ class Session:
         """Swept fields other than variant and seed (the study's axes plus any that vary) that
         are not result columns already (iters and precision are)."""
         with self._mutex:
-            plan = self._planned()
-            key = (self._plan_mark, len(plan))  # the plan changes only by added runs
+            planned = self._planned()
+            key = (self._plan_mark, len(planned))  # the plan changes only by added runs
             if self._axes[0] != key:  # computed once, not at every run's end: 10^5 runs
-                self._axes = (key, tables.axes(self.study, [self.spec(r) for r in plan]))
+                self._axes = (key, tables.axes(self.study, [self.spec(r) for r in planned]))
             return list(self._axes[1])
 
     def results(self) -> pd.DataFrame:
@@ -321,17 +296,17 @@ class Session:
         """
         self._check_writable()
         with self._mutex:
-            plan = self._planned()
-            used = [run_index(r) for r in plan] + [i for i, _ in run_folders(self.path / "runs")]
+            planned = self._planned()
+            used = [run_index(r) for r in planned] + [i for i, _ in run_folders(self.path / "runs")]
             index = max(used, default=-1) + 1
             axes = self.study.axes
             ids = [run_id_for(index + i, spec, axes) for i, spec in enumerate(specs)]
             if not ids:
                 return []
             runs = [{"run_id": r, "spec": s.to_dict()} for r, s in zip(ids, specs, strict=True)]
-            atomic.append_line(self.path / ADDED, json.dumps({"runs": runs}) + "\n")
-            plan.update(zip(ids, specs, strict=True))
-            self._plan_mark = _mark(self.path / ADDED)
+            atomic.append_line(self.path / plan.ADDED, json.dumps({"runs": runs}) + "\n")
+            planned.update(zip(ids, specs, strict=True))
+            self._plan_mark = plan.file_mark(self.path / plan.ADDED)
             return ids
 
     def begin(self, run_id: str, *, fresh: bool = False) -> dict[str, Any] | None:
@@ -376,35 +351,16 @@ class Session:
 
     def _planned(self) -> dict[str, RunSpec | None]:
         """Run id -> spec of every run, in queue order (re-read when added.jsonl changes)."""
-        mark = _mark(self.path / ADDED)
+        mark = plan.file_mark(self.path / plan.ADDED)
         if self._plan and mark == self._plan_mark:
             return self._plan
-        plan = _study_plan(self.study) if self.format >= 2 else self._format1_plan()
-        plan.update(_read_added(self.path / ADDED, self.name))
-        self._plan, self._plan_mark = plan, mark
-        return plan
-
-    def _format1_plan(self) -> dict[str, RunSpec | None]:
-        """The runs of a format-1 session: it made every run's folder at creation (a kill in
-        between lost the rest) and its session.json lost the order of the grid's axes (sorted
-        keys). The study's runs come back in the first axis order whose ids the existing folders
-        bear (variant-major when they do not tell), then the folders of runs added later."""
-        folders = {
-            run_id: None
-            for _, run_id in run_folders(self.path / "runs")
-            if (self.run_dir(run_id) / "spec.json").exists()
-        }
-        grid = self.study.grid
-        usual = tuple(sorted(grid, key=FIELD_NAMES.index))  # variant, seed, ...: tried first
-        others = itertools.permutations(grid) if len(grid) <= 4 else ()
-        for names in dict.fromkeys([usual, *others]):
-            study = Study(self.study.base, {n: grid[n] for n in names}, self.study.order)
-            plan: dict[str, RunSpec | None] = _study_plan(study)
-            ids = list(plan)
-            if all(ids[i] == r for r in folders if (i := run_index(r)) < len(ids)):
-                plan.update(folders)
-                return dict(sorted(plan.items(), key=lambda item: run_index(item[0])))
-        return folders
+        if self.format >= 2:
+            planned = plan.study_plan(self.study)
+        else:
+            planned = plan.format1_plan(self.study, self.path / "runs")
+        planned.update(plan.read_added(self.path / plan.ADDED, self.name))
+        self._plan, self._plan_mark = planned, mark
+        return planned
 
     def _load_resume(self, run_id: str, path: Path) -> dict[str, Any]:
         """A run's resume.pt; one that cannot be loaded is moved aside (CheckpointError)."""
@@ -453,104 +409,6 @@ class Session:
         self._token = lock.acquire(self.path, self.name)
         self.writable = True
         atexit.register(self.close)
-
-
-def list_sessions(root: Path | str | None = None) -> list[SessionSummary]:
-    """Every session folder in ``root`` (oldest first), with its runs counted per status."""
-    root = Path(root) if root is not None else default_root()
-    if not root.is_dir():
-        return []
-    found = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (path / "session.json").exists():
-            continue
-        try:
-            session = Session.open(root, path.name)
-            records = session.runs()
-            counts: dict[str, int] = dict.fromkeys(STATUS_ORDER, 0)
-            for record in records:
-                counts[record.status] += 1
-            finished = [
-                r.result.val_ppl
-                for r in records
-                if r.status == RunStatus.FINISHED and r.result and r.result.val_ppl is not None
-            ]
-            found.append(
-                SessionSummary(
-                    session.name,
-                    path,
-                    session.created,
-                    counts,
-                    session.writer(),
-                    study=study_shape([r.spec for r in records], session.axes()),
-                    best_ppl=min(finished, default=None),
-                )
-            )
-        except SessionError as err:
-            found.append(SessionSummary(path.name, path, "", error=str(err)))
-        except OSError as err:  # a file of the wrong kind, unreadable: shown, not fatal
-            reason = f"{err.strerror or err}: {err.filename}" if err.filename else str(err)
-            found.append(SessionSummary(path.name, path, "", error=f"cannot read it: {reason}"))
-    return sorted(found, key=lambda s: (s.created, s.name))
-
-
-def listed_statuses(found: list[SessionSummary]) -> list[RunStatus]:
-    """The status columns of a listing of sessions: finished, and every other status some
-    session has a run in, in STATUS_ORDER."""
-    return [
-        st
-        for st in STATUS_ORDER
-        if st == RunStatus.FINISHED or any(s.counts.get(st) for s in found)
-    ]
-
-
-def study_shape(specs: list[RunSpec], axes: list[str]) -> str:
-    """ "3 variants x 5 seeds x lr(5)": how many variants, seeds and values of each swept axis
-    the runs have ("no runs" for none)."""
-    if not specs:
-        return "no runs"
-
-    def count(name: str) -> int:
-        return len({repr(getattr(spec, name)) for spec in specs})
-
-    variants, seeds = count("variant"), count("seed")
-    parts = [f"{variants} variant{'s' * (variants != 1)}", f"{seeds} seed{'s' * (seeds != 1)}"]
-    return " x ".join(parts + [f"{axis}({count(axis)})" for axis in axes])
-
-
-def _study_plan(study: Study) -> dict[str, RunSpec | None]:
-    """Run id -> spec of a study's runs, in its order: the ids follow from the study alone."""
-    axes = study.axes
-    return {run_id_for(i, spec, axes): spec for i, spec in enumerate(study.specs())}
-
-
-def _in_grid_order(study: dict[str, Any], order: list[str] | None) -> dict[str, Any]:
-    """A study dict with its grid's axes in ``order`` (the order they had when it was created)."""
-    grid = study.get("grid")
-    if not order or not isinstance(grid, dict) or sorted(order) != sorted(grid):
-        return study
-    return {**study, "grid": {name: grid[name] for name in order}}
-
-
-def _read_added(path: Path, name: str) -> dict[str, RunSpec]:
-    """The runs of added.jsonl (complete lines: a line cut by a kill is dropped)."""
-    added: dict[str, RunSpec] = {}
-    for number, line in enumerate(atomic.complete_lines(path).splitlines(), start=1):
-        try:
-            for run in json.loads(line)["runs"]:
-                added[check_run_id(run["run_id"])] = RunSpec.from_dict(run["spec"])
-        except (ValueError, KeyError, TypeError, SessionError) as err:
-            raise SessionError(f"session {name} is broken: {path} line {number}: {err}") from None
-    return added
-
-
-def _mark(path: Path) -> object:
-    """What identifies a file's content cheaply: its size and modification time (None: none)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
 
 
 def _new_folder(root: Path) -> Path:

@@ -24,7 +24,8 @@ from labtui.cli import app as cli
 from labtui.widgets.browser import SessionBrowser
 from labtui.widgets.forms import ConfirmSwitch
 from labtui.widgets.results_grid import ResultsGrid
-from sessions.store import Session, list_sessions, study_shape
+from sessions.listing import list_sessions, study_shape
+from sessions.store import Session
 
 pytestmark = pytest.mark.usefixtures("step_times")
 

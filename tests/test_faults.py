@@ -34,8 +34,9 @@ from core.events import (
 from core.spec import SpecError, Study
 from labtui.cli import app
 from sessions.executors import LocalExecutor
+from sessions.listing import list_sessions
 from sessions.runner import StudyRunner
-from sessions.store import Session, SessionError, list_sessions
+from sessions.store import Session, SessionError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_FLAGS = ["--layers", "2", "--width", "32", "--heads", "4", "--context", "32", "--batch", "8"]

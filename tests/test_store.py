@@ -21,6 +21,7 @@ from core.events import (
 )
 from core.spec import Study
 from sessions import store
+from sessions.listing import list_sessions
 from sessions.store import (
     EVAL_COLUMNS,
     METRIC_COLUMNS,
@@ -28,7 +29,6 @@ from sessions.store import (
     Session,
     SessionError,
     default_root,
-    list_sessions,
 )
 
 

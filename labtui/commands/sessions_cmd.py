@@ -1,6 +1,7 @@
 """`labtui sessions`: the sessions in the root: their study, runs counted per status, best PPL.
 
-The console's session browser (labtui.widgets.browser) shows the same sessions.store.list_sessions.
+The console's session browser (labtui.widgets.browser) shows the same list
+(sessions.listing.list_sessions).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ def sessions(root: RootOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sessions.store import default_root, list_sessions, listed_statuses
+    from sessions.listing import list_sessions, listed_statuses
+    from sessions.store import default_root
 
     where = root if root is not None else default_root()
     if where.exists() and not where.is_dir():

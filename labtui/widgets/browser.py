@@ -1,6 +1,6 @@
 """The session browser (`b`): every session under the root, as `labtui sessions` lists them.
 
-sessions.store.list_sessions reads them in a thread worker (a root of many sessions takes a
+sessions.listing.list_sessions reads them in a thread worker (a root of many sessions takes a
 moment); `enter` dismisses the browser with the chosen session's name and the app opens it.
 """
 
@@ -36,7 +36,7 @@ class SessionBrowser(ModalScreen[str | None]):
         super().__init__()
         self.root = root
         self.current = current
-        self.found: dict[str, object] = {}  # name -> sessions.store.SessionSummary
+        self.found: dict[str, object] = {}  # name -> sessions.listing.SessionSummary
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="browser"):
@@ -45,7 +45,8 @@ class SessionBrowser(ModalScreen[str | None]):
             yield Static("reading the sessions…", id="browser-note", classes="dim")
 
     def on_mount(self) -> None:
-        from sessions.store import default_root, list_sessions
+        from sessions.listing import list_sessions
+        from sessions.store import default_root
 
         root = self.root if self.root is not None else default_root()
         self.query_one("#browser-title", Label).update(f"Sessions in {shown_path(root)}")
@@ -69,7 +70,7 @@ class SessionBrowser(ModalScreen[str | None]):
             note.update(Text(f"cannot list the sessions: {event.worker.error}", style="bold red"))
 
     def show(self, found: list) -> None:
-        from sessions.store import listed_statuses
+        from sessions.listing import listed_statuses
 
         self.found = {s.name: s for s in found}
         statuses = listed_statuses(found)
