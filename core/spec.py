@@ -21,6 +21,9 @@ ORDERS = ("grid", "interleaved")
 # The most runs a study may have unless asked for more (`labtui run --max-runs`): a guard against
 # a typo such as --seeds 0-1000000000, which would otherwise build its runs until memory runs out.
 MAX_RUNS = 10_000
+# Whole numbers fit in 64 bits (a step count in a CSV, a seed in a run's folder name: a seed of
+# hundreds of digits would make a name no file system takes).
+MAX_INT = 2**63
 
 
 class SpecError(ValueError):
@@ -99,6 +102,8 @@ class RunSpec:
                 raise SpecError(f"{f.name} must be {want.__name__}, got {value!r}")
             if want is float and not math.isfinite(value):
                 raise SpecError(f"{f.name} must be finite, got {value!r}")
+            if want is int and abs(value) >= MAX_INT:
+                raise SpecError(f"{f.name} must be below 2**63 in magnitude")
         if self.variant not in VARIANTS:
             raise SpecError(
                 f"unknown variant {self.variant!r}: choose one of {', '.join(VARIANTS)}"

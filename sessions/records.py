@@ -8,6 +8,7 @@ resumable state is "running" while another live process holds the session's lock
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +57,30 @@ def read_record(
 def read_result(path: Path) -> RunResult | None:
     """A run's result.json; None when there is none yet.
 
-    A broken one (unreadable, or an unknown status) reads as no result: the run can be redone.
+    A broken one (unreadable, not an object, an unknown status, a value of the wrong type)
+    reads as no result: the run can be redone.
     """
     try:
         result = RunResult.from_dict(json.loads(path.read_text()))
         RunStatus(result.status)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):  # AttributeError: not an object
         return None
-    return result
+    return result if _well_typed(result) else None
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _well_typed(result: RunResult) -> bool:
+    """Every value of ``result`` is of its field's type (a float field takes an int too)."""
+    for f in dataclasses.fields(result):
+        value, kind = getattr(result, f.name), str(f.type)
+        if value is None and kind.endswith(" | None"):
+            continue
+        want = _TYPES.get(kind.removesuffix(" | None"), (object,))
+        if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+            return False
+    return True
 
 
 def last_step(path: Path) -> int:
