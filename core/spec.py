@@ -24,6 +24,9 @@ MAX_RUNS = 10_000
 # The most runs any study may have, whatever --max-runs says: its runs are built in memory (about
 # 2.5 kB each with their ids), so a study of 10^9 runs would exhaust the machine, not fail.
 MAX_RUNS_CEILING = 1_000_000
+# Whole numbers fit in 64 bits (a step count in a CSV, a seed in a run's folder name: a seed of
+# hundreds of digits would make a name no file system takes).
+MAX_INT = 2**63
 
 
 class SpecError(ValueError):
@@ -102,6 +105,8 @@ class RunSpec:
                 raise SpecError(f"{f.name} must be {want.__name__}, got {value!r}")
             if want is float and not math.isfinite(value):
                 raise SpecError(f"{f.name} must be finite, got {value!r}")
+            if want is int and abs(value) >= MAX_INT:
+                raise SpecError(f"{f.name} must be below 2**63 in magnitude")
         if self.variant not in VARIANTS:
             raise SpecError(
                 f"unknown variant {self.variant!r}: choose one of {', '.join(VARIANTS)}"

@@ -30,6 +30,8 @@ from core.events import SinkError
 from core.spec import RunSpec, Study
 from core.status import RESTARTABLE, TODO, RunStatus
 from labtui import device_monitor
+from labtui.errors import error_line
+from labtui.launch import open_for_console
 from labtui.messages import RunSelected
 from labtui.runview import RunViews, overall_progress
 from labtui.training import Training
@@ -41,6 +43,7 @@ from labtui.widgets.header import HeaderInfo
 from labtui.widgets.help import HelpScreen, TracebackScreen
 from labtui.widgets.sample import SamplePanel
 from labtui.widgets.tradeoff import TradeoffScreen
+from sessions.errors import SessionError
 
 REDRAW_S = 0.3  # events are applied and queue rows and header redrawn at most this often
 PLOT_REDRAW_S = 1.0  # plots (the costly part) at most this often while data streams in
@@ -67,6 +70,7 @@ class LabApp(App[None]):
         study: Study | None = None,
         device: str = "auto",
         session_name: str | None = None,
+        read_only_why: str | None = None,
         data_label: str | None = None,
         executor=None,
         executor_label: str | None = None,
@@ -80,6 +84,7 @@ class LabApp(App[None]):
         self.base = base_spec or RunSpec(device=device)
         self.study = study  # offered first by the study chooser (`s`), before the built-in ones
         self.session_name = session_name
+        self.read_only_why = read_only_why  # why ``session`` is open read-only (open_for_console)
         self.data_label = data_label or _data_label(corpus)
         self.executor = executor  # None: the runner's default (local) executor
         self.executor_label = executor_label  # e.g. "ray: 2 nodes, 64 CPUs, 8 GPUs"
@@ -90,7 +95,8 @@ class LabApp(App[None]):
         self.trainer: Training | None = None
         self._waiting: set[str] = set()  # queued or running, as last drawn
         self._plotted_at = 0.0
-        self._quitting = False
+        self._quitting = False  # quit confirmed: leaving once the drain has ended
+        self._leaving = False  # exit() called: no key does anything any more
         self._switch_to: str | None = None  # a session to open once the drain has ended
         self.main_screen: ConsoleScreen | None = None
 
@@ -104,6 +110,8 @@ class LabApp(App[None]):
         self.main_screen = screen
         if self.session is not None:
             self.load_session()
+            if self.read_only_why is not None:
+                self.say_read_only(self.session.name, self.read_only_why)
         self.set_interval(REDRAW_S, self.redraw)
         screen.header.take_snapshot = self.device_snapshot
         label, watched = _device(self.device, self.executor)
@@ -111,9 +119,21 @@ class LabApp(App[None]):
         screen.queue.focus()
 
     def load_session(self) -> None:
-        """Rebuild every view from the session folder (curves, statuses, results)."""
-        self.axes = self.session.axes()
-        self.views.load(self.session)
+        """Rebuild every view from the session folder (curves, statuses, results). Damaged
+        files are said, not raised: the rest of the session is shown."""
+        try:
+            self.axes = self.session.axes()
+            broken = self.views.load(self.session)
+        except (SessionError, OSError) as err:
+            broken = [f"cannot read session {self.session.name}: {error_line(err)}"]
+        if broken:
+            more = f"\n(and {len(broken) - 1} more)" if len(broken) > 1 else ""
+            self.notify(
+                f"{broken[0]}{more}\nThe session is shown without what cannot be read.",
+                title="Damaged session files",
+                severity="error",
+                timeout=30,
+            )
         self.redraw(force_plots=True)
 
     def apply_events(self) -> None:
@@ -207,7 +227,7 @@ class LabApp(App[None]):
         if self.trainer is not None and worker is self.trainer.worker and worker.is_finished:
             self.training_ended(worker)
         elif event.state == WorkerState.ERROR:
-            self.notify(f"{worker.name}: {worker.error}", severity="error", timeout=15)
+            self.notify(f"{worker.name}: {error_line(worker.error)}", severity="error", timeout=15)
         elif event.state == WorkerState.SUCCESS and worker.group in ("export", "report"):
             self.notify(worker.result, title=worker.name, timeout=12)
 
@@ -224,6 +244,8 @@ class LabApp(App[None]):
             )
         elif failed:
             self.notify(f"training stopped: {worker.error}", severity="error", timeout=15)
+        if failed:  # runs cut off before their end show what their folders say (interrupted)
+            self.views.settle(self.session)
         self.trainer.ended(failed)
         if self._quitting:
             self.finish()
@@ -236,7 +258,7 @@ class LabApp(App[None]):
         if self.corpus is None:
             self.notify("no corpus loaded: start labtui with --data", severity="error")
             return []
-        if self.read_only():
+        if self.read_only() or self.switching():
             return []
         if self.trainer is None:
             self.trainer = Training(
@@ -269,9 +291,8 @@ class LabApp(App[None]):
     def ensure_session(self, study: Study) -> list[str] | None:
         """Create the session with ``study`` (its runs pending), or add the study's runs to it."""
         from sessions.startup import add_study, create_session
-        from sessions.store import SessionError
 
-        if self.read_only():
+        if self.read_only() or self.switching():
             return None
         try:
             if self.session is None:
@@ -282,7 +303,7 @@ class LabApp(App[None]):
             else:
                 ids = add_study(self.session, study)
         except (SessionError, OSError) as err:
-            self.notify(str(err), title="Session", severity="error")
+            self.notify(error_line(err), title="Session", severity="error")
             return None
         self.load_session()
         return ids
@@ -292,10 +313,21 @@ class LabApp(App[None]):
         if self.session is None or self.session.writable:
             return False
         writer = self.session.writer()
-        by = f" by {writer}" if writer else ""
+        by = f" (being written by {writer})" if writer else ""
         self.notify(
-            f"session {self.session.name} is open read-only (written{by}): nothing can be "
-            "added or trained here; b opens another session",
+            f"session {self.session.name} is open read-only{by}: nothing can be added or "
+            "trained here; b opens another session, or this one again once it can be written",
+            severity="warning",
+        )
+        return True
+
+    def switching(self) -> bool:
+        """Another session opens once the runs are cancelled: nothing starts here now."""
+        if self._switch_to is None:
+            return False
+        self.notify(
+            f"session {self._switch_to} opens once the runs of {self.session.name} are "
+            "cancelled: nothing is added or started here now",
             severity="warning",
         )
         return True
@@ -399,7 +431,7 @@ class LabApp(App[None]):
         self.push_screen(SamplePanel(self.session, self.selected))
 
     def action_browse(self) -> None:
-        current = self.session.name if self.session else None
+        current = self.session.path.name if self.session else None
         self.push_screen(SessionBrowser(self.root, current), self._browsed)
 
     def _browsed(self, name: str | None) -> None:
@@ -407,7 +439,7 @@ class LabApp(App[None]):
         are cancelled, resumable, and training_ended opens it once the drain has ended)."""
         if name is None:
             return
-        if self.session is not None and name == self.session.name:
+        if self.session is not None and name == self.session.path.name:
             self.notify(f"session {name} is the one open here")
             return
         if not self.training:
@@ -426,17 +458,12 @@ class LabApp(App[None]):
         self.push_screen(ConfirmSwitch(self.session.name, name, active), answer)
 
     def open_session(self, name: str) -> None:
-        """Open session ``name`` in place of the current one, as `labtui --session NAME` would
-        (checked against the corpus); read-only when another live process writes it."""
-        from sessions.startup import open_session
-        from sessions.store import Session, SessionError
-
+        """Open session ``name`` in place of the current one, as `labtui --session NAME` does
+        (labtui.launch.open_for_console: read-only when it cannot be written)."""
         try:
-            with Session.open(self.root, name) as probe:
-                writer = probe.writer()
-            opened = open_session(self.root, name, self.corpus, write=writer is None)
+            opened, why = open_for_console(self.root, name, self.corpus)
         except (SessionError, OSError) as err:
-            self.notify(str(err), title="Session", severity="error", timeout=15)
+            self.notify(error_line(err), title="Session", severity="error", timeout=15)
             return
         if self.session is not None:
             self.session.close()
@@ -444,22 +471,30 @@ class LabApp(App[None]):
         self.views, self._waiting = RunViews(), set()
         self.main_screen.clear_runs()
         self.load_session()
-        if writer is not None:
-            self.notify(
-                f"session {name} is being written by {writer}: opened read-only, as it is now",
-                severity="warning",
-                timeout=12,
-            )
+        if why is not None:
+            self.say_read_only(name, why)
         else:
             self.notify(f"opened session {name}")
 
+    def say_read_only(self, name: str, why: str) -> None:
+        self.notify(
+            f"session {name} {why}: opened read-only, as it is now", severity="warning", timeout=12
+        )
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(ConsoleScreen.BINDINGS))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Once the console is leaving, keys do nothing (a screen opened now would be built on
+        an app being torn down)."""
+        return not (self._leaving or self._quitting)
 
     async def action_quit(self) -> None:
         if not self.training:
             self.finish()
             return
+        if isinstance(self.screen, ConfirmQuit):
+            return  # asked already
 
         def answer(yes: bool | None) -> None:
             if yes:  # the training worker's end finishes the quit (training_ended)
@@ -471,6 +506,7 @@ class LabApp(App[None]):
 
     def finish(self) -> None:
         """Close the session (releasing its lock) and leave."""
+        self._leaving = True
         if self.session is not None:
             self.session.close()
         self.exit()

@@ -28,6 +28,12 @@ def os_error_line(err: OSError) -> str:
     return f"{reason}: {' -> '.join(names)}" if names else reason
 
 
+def error_line(err: BaseException) -> str:
+    """Any error as one line for the user: an operating-system error as os_error_line says it,
+    any other by its message."""
+    return os_error_line(err) if isinstance(err, OSError) else str(err)
+
+
 def guard(command: F) -> F:
     """Run a command with any operating-system error it lets through (a session root that is a
     file or read-only, a session file of the wrong kind, a full disk) turned into one line and

@@ -1,9 +1,39 @@
 """`labtui` with no subcommand: start as `labtui run` does (sessions.startup: the executor, the
-corpus, the session opened and checked against the corpus), then run the console."""
+corpus, the session opened and checked against the corpus), then run the console.
+
+The console opens a session it cannot write read-only, to be watched as it is (another live
+process writes it, or its folder is on a read-only file system): `labtui --session NAME` and
+the session browser alike.
+"""
 
 from __future__ import annotations
 
+import errno
 import sys
+
+READ_ONLY_ERRORS = (errno.EROFS, errno.EACCES, errno.EPERM)  # the folder cannot be written
+
+
+def open_for_console(root, name: str, corpus):
+    """Session ``name`` checked against ``corpus``: for writing, else read-only. Returns it and
+    why it is read-only ("is being written by pid N on HOST", "cannot be written (...)"), None
+    when it is writable.
+    Raises SessionError (missing, broken, another corpus) or OSError."""
+    from labtui.errors import error_line
+    from sessions.startup import open_session
+    from sessions.store import Session
+
+    with Session.open(root, name) as probe:
+        writer = probe.writer()
+    if writer is not None:
+        return open_session(root, name, corpus, write=False), f"is being written by {writer}"
+    try:
+        return open_session(root, name, corpus), None
+    except OSError as err:
+        if err.errno not in READ_ONLY_ERRORS:
+            raise
+        why = f"cannot be written ({error_line(err)})"
+        return open_session(root, name, corpus, write=False), why
 
 
 def run_console(
@@ -21,7 +51,7 @@ def run_console(
     from labtui.commands.data_cmd import load_or_fail
     from labtui.commands.options import check_ray_flags
     from labtui.errors import fail
-    from sessions.startup import open_session, start_executor
+    from sessions.startup import start_executor
     from sessions.store import SessionError
 
     check_ray_flags(executor, address, gpus_per_run)
@@ -39,7 +69,7 @@ def run_console(
         fail(str(err))
     corpus = load_or_fail(data, progress=True)
     try:
-        opened = open_session(root, session, corpus) if session is not None else None
+        opened, why = (None, None) if session is None else open_for_console(root, session, corpus)
     except SessionError as err:
         fail(str(err))
     from labtui.app import LabApp
@@ -47,6 +77,7 @@ def run_console(
     app = LabApp(
         corpus=corpus,
         session=opened,
+        read_only_why=why,
         root=root,
         base_spec=base,
         device=device,
@@ -58,3 +89,5 @@ def run_console(
     finally:
         if app.session is not None:
             app.session.close()
+    if app.return_code:  # the console crashed (Textual printed why)
+        raise SystemExit(app.return_code)

@@ -14,6 +14,8 @@ import pandas as pd
 from core import events as ev
 from core.spec import RunSpec
 from core.status import DONE, RunStatus
+from labtui.errors import error_line
+from sessions.errors import SessionError
 
 CURVES = ("step", "tokens", "elapsed_s", "loss", "grad_norm", "embed_norm")
 EVAL_CURVES = ("step", "tokens", "elapsed_s", "val_loss", "val_ppl")
@@ -112,14 +114,33 @@ class RunViews(dict[str, RunView]):
         self.curves_changed = False
         self.results_changed = False
 
-    def load(self, session) -> None:
-        """Add a view of each run of ``session`` not shown yet, rebuilt from its folder."""
+    def load(self, session) -> list[str]:
+        """Add a view of each run of ``session`` not shown yet, rebuilt from its folder.
+
+        Returns why the curves of some runs cannot be read (a damaged metrics.csv or evals.csv,
+        one line each): those runs are shown without curves, the others as usual.
+        """
+        broken = []
         for record in session.runs():
             if record.run_id not in self:
-                metrics, evals = session.metrics(record.run_id), session.evals(record.run_id)
+                try:
+                    metrics, evals = session.metrics(record.run_id), session.evals(record.run_id)
+                except (SessionError, OSError) as err:
+                    metrics = evals = None
+                    broken.append(error_line(err))
                 self[record.run_id] = RunView.from_record(record, metrics, evals)
                 self.changed.add(record.run_id)
         self.curves_changed = self.results_changed = True
+        return broken
+
+    def settle(self, session) -> None:
+        """Runs shown as running that the session no longer trains (the drain stopped on an
+        error, before their end was written) take the status their folder now says."""
+        for view in self.values():
+            if view.status == RunStatus.RUNNING:
+                record = session.run(view.run_id)
+                view.status, view.step = record.status, record.step
+                self.changed.add(view.run_id)
 
     def apply(self, events: list[object]) -> tuple[int, list[object]]:
         """Apply engine events in order; returns the number of steps among them and the

@@ -118,6 +118,7 @@ class StudyRunner:
                     with self._mutex:
                         for run_id in batch:
                             self._stops.pop(run_id, None)
+                    self.session.abandon(batch)  # any left without an end (a SinkError)
         except SinkError:
             self.cancel_all()
             raise

@@ -341,6 +341,15 @@ class Session:
             if isinstance(event, RunFinished):
                 tables.write_results_csv(self)
 
+    def abandon(self, run_ids: list[str]) -> None:
+        """Stop recording runs whose end will not be written (their training stopped because
+        the session could not be written): each reads as interrupted, as after a kill, and
+        resumes from its last checkpoint. Runs already ended are left as they are."""
+        with self._mutex:
+            for run_id in run_ids:
+                self._writer.close(run_id)
+                self._writer.live.pop(run_id, None)
+
     # -- internals -----------------------------------------------------------------------------
 
     def _record(self, run_id: str, other_writer: bool) -> RunRecord:
@@ -377,8 +386,11 @@ class Session:
         except Exception as err:
             with atomic.writing(path):
                 path.replace(path.with_name(path.name + BROKEN_SUFFIX))
+            reason = str(err).strip()
+            if "\n" in reason or len(reason) > 120:  # torch's words on a damaged file: a page
+                reason = "the file is damaged or incomplete"
             raise CheckpointError(
-                f"run {run_id}: resume.pt cannot be loaded ({type(err).__name__}: {err}); it "
+                f"run {run_id}: resume.pt cannot be loaded ({type(err).__name__}: {reason}); it "
                 f"was moved to resume.pt{BROKEN_SUFFIX} and the run starts over when retried"
             ) from err
         return state

@@ -98,7 +98,10 @@ def read_run_csv(path: Path, columns: tuple[str, ...], where: str) -> pd.DataFra
     """
     import pandas as pd
 
-    text = atomic.complete_lines(path)
+    try:
+        text = atomic.complete_lines(path)
+    except UnicodeDecodeError as err:
+        raise SessionError(f"{where} is broken: {path} is not text ({err.reason})") from None
     if not text.strip():
         return pd.DataFrame(columns=list(columns))
     rows = csv.reader(io.StringIO(text))

@@ -296,7 +296,7 @@ async def test_engine_events_are_applied_in_batches(corpus, tmp_path, monkeypatc
 async def test_a_session_that_cannot_be_written_stops_training_cleanly(corpus, tmp_path):
     """A write failure under the session (here a directory where resume.pt must go) stops the
     drain with SinkError: one clear notification, the queue emptied, the console still works."""
-    spec = LONG.replace(checkpoint_interval=40)
+    spec = LONG.replace(checkpoint_interval=1000)  # not reached before the folder is made
     app = console(corpus, tmp_path, Study(base=spec, grid={"seed": (0, 1)}))
     async with app.run_test(size=(120, 40)) as pilot:
         await add_study(pilot)

@@ -268,10 +268,7 @@ def test_new_run_form_error(snap_compare, tmp_path):
     async def keys(pilot):
         await pilot.press("n")
         await pilot.pause()
-        seed = pilot.app.screen.query_one("#seed")
-        seed.value = "two"
-        seed.focus()
-        await pilot.press("enter")
+        await pilot.press("backspace", "t", "w", "o", "enter")  # the seed field has the focus
         await pilot.pause()
 
     app = LabApp(

@@ -1,7 +1,9 @@
 """The session browser (`b`): every session under the root, as `labtui sessions` lists them.
 
 sessions.listing.list_sessions reads them in a thread worker (a root of many sessions takes a
-moment); `enter` dismisses the browser with the chosen session's name and the app opens it.
+moment); `enter` dismisses the browser with the chosen session's folder name and the app opens
+it. Rows go by folder name: a session folder copied under another name holds the same name in
+its session.json, and each copy is a row of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ SWITCHING = (
 
 
 class SessionBrowser(ModalScreen[str | None]):
-    """Pick a session (``enter``); ``escape`` closes. ``current`` is the console's own."""
+    """Pick a session (``enter``); ``escape`` closes. ``current`` is the folder name of the
+    console's own."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", id="browser_close")
@@ -36,7 +39,7 @@ class SessionBrowser(ModalScreen[str | None]):
         super().__init__()
         self.root = root
         self.current = current
-        self.found: dict[str, object] = {}  # name -> sessions.listing.SessionSummary
+        self.found: dict[str, object] = {}  # folder name -> sessions.listing.SessionSummary
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="browser"):
@@ -72,7 +75,7 @@ class SessionBrowser(ModalScreen[str | None]):
     def show(self, found: list) -> None:
         from sessions.listing import listed_statuses
 
-        self.found = {s.name: s for s in found}
+        self.found = {s.path.name: s for s in found}
         statuses = listed_statuses(found)
         table = self.query_one(DataTable)
         table.clear(columns=True)
@@ -80,24 +83,25 @@ class SessionBrowser(ModalScreen[str | None]):
         for key in ("session", "study", "best PPL", "created", *statuses, "runs", "note"):
             table.add_column(key, key=key)
         for s in reversed(found):  # the newest first
+            folder = s.path.name
             note = s.error or (
                 "open here"
-                if s.name == self.current
+                if folder == self.current
                 else f"written by {s.writer}: read-only"
                 if s.writer
                 else ""
             )
-            style = "bold red" if s.error else "bold" if s.name == self.current else ""
-            mark = " (open)" if s.name == self.current else " (locked)" if s.writer else ""
+            style = "bold red" if s.error else "bold" if folder == self.current else ""
+            mark = " (open)" if folder == self.current else " (locked)" if s.writer else ""
             table.add_row(
-                Text(s.name + mark, style=style),
+                Text(folder + mark, style=style),
                 s.study,
                 Text("—" if s.best_ppl is None else f"{s.best_ppl:.3f}", justify="right"),
                 s.created[:16].replace("T", " "),
                 *(Text(str(s.counts.get(st, 0)), justify="right") for st in statuses),
                 Text(str(s.total), justify="right"),
                 Text(note, style="red" if s.error else "dim"),
-                key=s.name,
+                key=folder,
             )
         table.focus()
 
@@ -109,7 +113,7 @@ class SessionBrowser(ModalScreen[str | None]):
         if summary.error:
             self.notify(f"{summary.name}: {summary.error}", title="Session", severity="error")
             return
-        self.dismiss(summary.name)
+        self.dismiss(summary.path.name)
 
     def action_close(self) -> None:
         self.dismiss(None)

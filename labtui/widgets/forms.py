@@ -31,6 +31,7 @@ def parse_run(base: RunSpec, variant, seed: str, iters: str, lr: str) -> RunSpec
 class NewRunForm(ModalScreen[RunSpec | None]):
     """Variant, seed, iterations and learning rate; errors are shown here, never raised."""
 
+    AUTO_FOCUS = "#seed"  # enter adds the run at once (on the variant it would open its list)
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="form_cancel")
     ]
