@@ -20,7 +20,8 @@ from labtui.app import LabApp
 from labtui.launch import open_for_console
 from labtui.widgets.forms import ConfirmQuit, ConfirmSwitch
 from labtui.widgets.sample import SamplePanel
-from sessions.store import Session, list_sessions
+from sessions.listing import list_sessions
+from sessions.store import Session
 
 pytestmark = pytest.mark.usefixtures("step_times")
 
