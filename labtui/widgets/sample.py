@@ -104,7 +104,7 @@ class SamplePanel(ModalScreen[None]):
 
 
 def _sample(session, run_id: str, tokens: int, seed: int):
-    from sessions.samples import SampleError, checkpoint_path, sample_run
+    from sessions.samples import SampleError, sample_run
     from sessions.store import SessionError
 
     try:
@@ -112,11 +112,6 @@ def _sample(session, run_id: str, tokens: int, seed: int):
             session, run_id, tokens=tokens, seed=seed, checkpoint=CHECKPOINT, device=SAMPLE_DEVICE
         )
     except (SampleError, SessionError):
-        raise
-    except Exception as err:  # a damaged checkpoint: torch's own words run to a paragraph
-        path = checkpoint_path(session, run_id, CHECKPOINT)
-        name = path.name if path is not None else "its checkpoint"
-        raise SampleError(
-            f"{name} of {run_id} cannot be loaded ({type(err).__name__}): the file is damaged "
-            "or incomplete; the run's other files are not affected"
-        ) from err
+        raise  # one line already (a damaged checkpoint is named by sample_run)
+    except Exception as err:  # anything else: one line in the panel, never a traceback
+        raise SampleError(f"{type(err).__name__}: {err}".splitlines()[0]) from err
