@@ -28,7 +28,7 @@ from pathlib import Path
 
 import common
 import torch
-from bench_study import run_name, run_way, study_specs, warm_up
+from bench_study import cuda_graphs, run_name, run_way, study_specs, warm_up
 
 from core.engine import train
 from core.grouped import GRAPH_WARMUP, GroupJob, train_group
@@ -37,6 +37,7 @@ from core.spec import PROTOCOL_VARIANTS
 TARGET_S = {"tf32": 5.0, "fp32": 7.0}  # the grouped study's wall time, default / fp32
 NUMBERS_REL = 1e-3  # grouped vs engine, fp32 on the GPU: final val loss, relative
 CPU_ABS = 5e-3  # GPU fp32 vs CPU fp32, seed 0: final val loss, absolute (2-3 decimals)
+PROFILE_STEPS = 10  # steady-state steps under torch.profiler
 PROBE_STEPS = 10  # a short timed run after the warm-up, to size the study before running it
 
 
@@ -166,26 +167,63 @@ def profile(args, corpus, slow: list[tuple[str, str]], out: Path) -> dict:
         activities.append(ProfilerActivity.CUDA)
     summary, text = {}, []
     for precision, way in slow:
-        specs = study_specs(base_spec(args, precision, iters=GRAPH_WARMUP + 8), args.runs)
-        warm_up(way, specs, corpus)
+        iters = GRAPH_WARMUP + 2 + PROFILE_STEPS
+        specs = study_specs(base_spec(args, precision, iters=iters), args.runs)
+        group, step = steady_group(way, specs, corpus)
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        sync()
+        t = time.perf_counter()
         with torch_profile(activities=activities) as prof:
-            run_way(way, specs, corpus)
+            for s in range(step, step + PROFILE_STEPS):
+                group.launch(s)
+            group.flush()
+            sync()
+        ms = (time.perf_counter() - t) / PROFILE_STEPS * 1e3
         averages = prof.key_averages()
         sort = "self_device_time_total" if cuda else "self_cpu_time_total"
         tables = [averages.table(sort_by=sort, row_limit=15)]
         if cuda:
             tables.append(averages.table(sort_by="self_cpu_time_total", row_limit=15))
-        text.append(f"== {precision} {way}: {GRAPH_WARMUP + 8} steps, {len(specs)} runs ==")
+        text.append(
+            f"== {precision} {way}: {PROFILE_STEPS} steady steps of {len(specs)} runs (after "
+            f"warm-up and capture, no evaluation), {ms:.2f} ms/step under the profiler =="
+        )
         text.extend(tables)
         key = "self_device_time_total" if cuda else "self_cpu_time_total"
         top = sorted(averages, key=lambda e: getattr(e, key, 0) or 0, reverse=True)[:5]
         total = sum(getattr(e, key, 0) or 0 for e in averages) or 1
+        summary[f"{precision} {way} ms/step"] = ms
         summary[f"{precision} {way}"] = [
             {"op": e.key, "share": (getattr(e, key, 0) or 0) / total, "calls": e.count} for e in top
         ]
     (out / "profile.txt").write_text("\n".join(text) + "\n")
     print("\n".join(text))
     return summary
+
+
+def steady_group(way: str, specs, corpus):
+    """A group of ``specs`` past its warm-up (and CUDA graph capture): (group, next step).
+
+    What a study's steady state runs, without building, evaluation or checkpoints: the profile
+    then shows the step itself.
+    """
+    from core.grouped import _Group, _Member
+    from core.ledger import RunLedger
+
+    with cuda_graphs(way != "grouped-eager"):
+        members = []
+        for spec in specs:
+            name = run_name(spec)
+            member = _Member(GroupJob(name, spec), corpus, RunLedger(name, spec, lambda e: None))
+            member.prepare()
+            members.append(member)
+        group = _Group(members, corpus)
+        group.build()
+    steps = GRAPH_WARMUP + 2
+    for s in range(1, steps + 1):
+        group.launch(s)
+    group.flush()
+    return group, steps + 1
 
 
 def cpu_reference(args) -> None:

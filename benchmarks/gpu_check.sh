@@ -37,12 +37,14 @@ PY=${PYTHON:-python3}
 CORPUS=../shared/data/tinyshakespeare/input.txt
 # Pure-Python wheels of what the GPU image lacks or has in other versions (pyproject's test
 # extras, the console's dependencies); pytest and its plugins come too, so that the suite runs
-# with the plugin set it is tested with here and no other.
+# with the plugin set it is tested with here and no other. typer needs pydantic (and pydantic its
+# compiled core, hence the platform tags: the GPU machine is x86-64 Linux).
 WHEELS="pytest==8.4.2 pluggy==1.7.0 iniconfig==2.3.1 pytest-asyncio==1.5.0 pytest-timeout==2.4.0
     pytest-xdist==3.8.0 execnet==2.1.2 pytest-textual-snapshot==1.1.0 syrupy==4.8.0
     textual==8.2.8 textual-plotext==1.0.1 plotext==5.3.2 platformdirs==4.14.8
     mdit-py-plugins==0.7.0 markdown-it-py==4.3.0 rich==15.0.0 typer==0.29.2 pygments==2.21.0
-    typing_extensions==4.16.0"
+    typing_extensions==4.16.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0
+    typing-inspection==0.4.5"
 
 if [ "$PREPARE" = 1 ]; then
     mkdir -p .gpu/wheels
@@ -51,7 +53,8 @@ if [ "$PREPARE" = 1 ]; then
     grep -qxF '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
     # shellcheck disable=SC2086
     $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-        -d .gpu/wheels $WHEELS || exit 1
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 --platform any -d .gpu/wheels $WHEELS || exit 1
     src=${LABTUI_DATA:-$CORPUS}
     [ -f "$src" ] || { echo "gpu_check: no corpus at $src (set LABTUI_DATA)" >&2; exit 1; }
     cp "$src" .gpu/input.txt
@@ -71,7 +74,7 @@ PYTEST=(-m pytest -q -p no:cacheprovider)
 if [ -d .gpu/wheels ]; then
     site=/tmp/labtui-site
     $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" \
-        .gpu/wheels/*.whl || echo "gpu_check: the carried wheels did not install"
+        .gpu/wheels/*.whl || echo "gpu_check: the carried wheels did not install (built for Python 3.12, x86-64)"
     # the project's metadata (labtui --version reads it); its code still comes from $PWD
     if ! $PY -m pip install -q --no-index --no-deps --no-build-isolation --upgrade \
         --target "$site" . >/dev/null 2>&1; then

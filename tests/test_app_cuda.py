@@ -19,7 +19,7 @@ GPU = TINY.replace(device="cuda", precision="fp32", iters=60, eval_interval=30)
 STUDY = Study(base=GPU, grid={"variant": ("none", "layernorm", "rmsnorm"), "seed": (0, 1)})
 
 
-async def test_console_trains_a_study_on_the_gpu(corpus, tmp_path):
+async def test_console_trains_a_study_on_the_gpu(corpus, tmp_path, recwarn):
     app = console(corpus, tmp_path, STUDY, base_spec=GPU, device="cuda")
     async with app.run_test(size=(120, 40)) as pilot:
         await add_study(pilot)
@@ -28,6 +28,10 @@ async def test_console_trains_a_study_on_the_gpu(corpus, tmp_path):
         await wait_for(pilot, lambda: not app.training)
         await pilot.pause(0.4)  # one redraw tick
         assert app.trainer.runner.executor.group  # CUDA: the runs trained as one grouped model
+        # ... with a CUDA graph: capturing in the worker thread while the UI thread makes CUDA
+        # calls of its own failed on the first GPU run ("operation failed ... during capture")
+        fallbacks = [str(w.message) for w in recwarn if "without a CUDA graph" in str(w.message)]
+        assert not fallbacks
         for view in app.views.values():
             assert list(view.curves["step"]) == list(range(1, 61))  # every step, in order
             assert view.val_ppl
