@@ -105,7 +105,7 @@ SMOKE=$?
 
 echo "== CUDA tests ($(left) s left)"
 CUDA_TESTS=(tests/test_app_cuda.py "tests/test_grouped.py::test_group_on_cuda_matches_the_engine_on_cuda")
-timeout 180 $PY "${PYTEST[@]}" -x -rs "${CUDA_TESTS[@]}" 2>&1 | tee "$OUT/pytest_cuda.log"
+timeout 180 $PY "${PYTEST[@]}" -n 0 -x -rs "${CUDA_TESTS[@]}" 2>&1 | tee "$OUT/pytest_cuda.log"
 CUDA_RC=${PIPESTATUS[0]}
 
 RESERVE=30  # the report, and the CPU reference when there is no suite to wait for

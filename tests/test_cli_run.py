@@ -30,7 +30,7 @@ def invoke(*args):
 
 
 def test_end_to_end_tiny_study(tmp_path, corpus_path):
-    root = tmp_path / "root"
+    root = tmp_path / ("deep" * 20) / "root"  # a path longer than a line: printed unbroken
     result = invoke(
         "run", *TINY, "--iters", "12", "--variants", "none,rmsnorm", "--seeds", "0",
         "--eval-interval", "0", "--checkpoint-interval", "0", "--device", "cpu",

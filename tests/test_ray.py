@@ -22,7 +22,7 @@ from sessions.ray_executor import RayExecutor  # noqa: E402
 from sessions.runner import StudyRunner  # noqa: E402
 from sessions.store import Session, SessionError  # noqa: E402
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(180), pytest.mark.xdist_group("ray")]
 
 NUMBERS = [
     "status", "val_loss", "val_bpc", "val_ppl", "best_val_loss", "final_grad_norm", "accuracy",

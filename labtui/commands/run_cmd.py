@@ -324,7 +324,7 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
     if not todo:
         counts = _counts(records.values())
         print(f"nothing to run in {session.name}: {counts}", file=sys.stderr)
-        out.print(f"session: {session.path}", markup=False, highlight=False)
+        out.print(f"session: {session.path}", markup=False, highlight=False, soft_wrap=True)
         return
     plan = {}
     for run_id in todo:
@@ -379,7 +379,7 @@ def _run_queue(session, corpus, retry_failed, group, executor, device) -> None:
             fail(str(errors[0]))
         raise errors[0]
     out.print(results_table(session.results()))
-    out.print(f"session: {session.path}", markup=False, highlight=False)
+    out.print(f"session: {session.path}", markup=False, highlight=False, soft_wrap=True)
     if cancelled.is_set():
         print(f"cancelled: resume with `labtui run --resume {session.name}`", file=sys.stderr)
         raise typer.Exit(130)
