@@ -329,9 +329,10 @@ def comparison_rows(result: ReportResult) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def verdict_lines(result: ReportResult) -> list[str]:
+def verdict_lines(result: ReportResult, table: str = "comparison") -> list[str]:
+    """Each row's verdict in ``result.comparison`` (or ``result.factorial``), after its cell."""
     lines = []
-    for r in result.comparison.itertuples():
+    for r in getattr(result, table).itertuples():
         where = ", ".join(f"{a}={fmt(getattr(r, a))}" for a in result.axes)
         lines.append((f"{where}: " if where else "") + r.verdict)
     return lines
@@ -382,7 +383,7 @@ def _markdown(result: ReportResult, session) -> str:
     if len(result.factorial):
         md += ["## Factorial contrasts: scale x normalization", "", FACTORIAL_NOTE, ""]
         md += [_md_table(*factorial_rows(result)), "", "### Verdicts (factorial)", ""]
-        md += [f"- {line}" for line in factorial_lines(result)] + [""]
+        md += [f"- {line}" for line in verdict_lines(result, "factorial")] + [""]
     for sweep in result.sweeps:
         md += _sweep_markdown(result, sweep)
 
@@ -481,14 +482,6 @@ def factorial_rows(result: ReportResult) -> tuple[list[str], list[list[str]]]:
         for r in result.factorial.itertuples()
     ]
     return head, rows
-
-
-def factorial_lines(result: ReportResult) -> list[str]:
-    lines = []
-    for r in result.factorial.itertuples():
-        where = ", ".join(f"{a}={fmt(getattr(r, a))}" for a in result.axes)
-        lines.append((f"{where}: " if where else "") + r.verdict)
-    return lines
 
 
 def sweep_title(sweep: tradeoff.Sweep) -> str:

@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
 from core.spec import Study
-from labtui.cli import app
 from labtui.commands.run_cmd import build_study
 
 
@@ -23,10 +22,6 @@ def _one_thread():
 
 
 TINY = ["--layers", "2", "--width", "32", "--heads", "4", "--context", "32", "--batch", "8"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_end_to_end_tiny_study(tmp_path, corpus_path):

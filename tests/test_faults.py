@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_helpers import invoke, one_error_line
 
 from core.events import (
     CheckpointSaved,
@@ -32,7 +32,6 @@ from core.events import (
     StepLogged,
 )
 from core.spec import SpecError, Study
-from labtui.cli import app
 from sessions.executors import LocalExecutor
 from sessions.listing import list_sessions
 from sessions.runner import StudyRunner
@@ -93,19 +92,6 @@ def labtui_process(root: Path, *args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    """The output of a refused command: exactly one line, `labtui: error: ...`, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("labtui: error: "), result.output
-    return lines[0]
 
 
 @pytest.fixture

@@ -23,14 +23,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from cli_helpers import invoke, one_error_line
 from matplotlib.image import imread
-from typer.testing import CliRunner
 
 from conftest import TINY
 from core import tradeoff
 from core.spec import Study
 from data import cache_root
-from labtui.cli import app
 from sessions.estimates import estimate, timing
 from sessions.provenance import collect
 from sessions.runner import StudyRunner
@@ -38,19 +37,6 @@ from sessions.store import Session
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = TINY.replace(iters=4, eval_interval=0, checkpoint_interval=0)
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    """The output of a refused command: exactly one line, `labtui: error: ...`, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("labtui: error: "), result.output
-    return lines[0]
 
 
 def trained(root: Path, name: str, study: Study, corpus, run_ids=None) -> Path:

@@ -6,18 +6,13 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
 from core.device import device_name
 from core.presets import load_preset, preset_names, preset_text
 from data import cache_root
-from labtui.cli import app
 from sessions.estimates import estimate, timing
 from sessions.store import Session
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def seed_timing(step_s=0.2, eval_batch_s=0.5):

@@ -67,13 +67,13 @@ def show(result, console: Console) -> None:
 
 
 def _show_factorial(result, console: Console) -> None:
-    from sessions.report import factorial_lines, factorial_rows
+    from sessions.report import factorial_rows, verdict_lines
 
     if not len(result.factorial):
         return
     title = "Factorial contrasts: scale x normalization (per seed, mean and 95% CI)"
     console.print(_table(title, *factorial_rows(result)))
-    for line in factorial_lines(result):
+    for line in verdict_lines(result, "factorial"):
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 

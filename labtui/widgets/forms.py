@@ -85,7 +85,30 @@ class NewRunForm(ModalScreen[RunSpec | None]):
         self.dismiss(None)
 
 
-class ConfirmQuit(ModalScreen[bool]):
+class Confirm(ModalScreen[bool]):
+    """A question about the runs in training: y (the button in red) or n / escape (stay)."""
+
+    def __init__(self, title: str, text: str, yes: str) -> None:
+        super().__init__()
+        self.title_text, self.text, self.yes = title, text, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.text, id="confirm-text")
+            with Horizontal(classes="buttons"):
+                yield Button(f"{self.yes} (y)", variant="error", id="yes", compact=True)
+                yield Button("Stay (n)", id="no", compact=True)
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class ConfirmQuit(Confirm):
     """Runs are training: cancel them (resumable) and quit, or stay."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -94,30 +117,12 @@ class ConfirmQuit(ModalScreen[bool]):
     ]
 
     def __init__(self, active: int) -> None:
-        super().__init__()
+        text = f"{active} run(s) training. They will be cancelled and saved, resumable with r."
+        super().__init__("Quit labtui?", text, "Cancel runs and quit")
         self.active = active
 
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label("Quit labtui?", classes="dialog-title")
-            yield Static(
-                f"{self.active} run(s) training. They will be cancelled and saved, "
-                "resumable with r.",
-                id="quit-text",
-            )
-            with Horizontal(classes="buttons"):
-                yield Button("Cancel runs and quit (y)", variant="error", id="yes", compact=True)
-                yield Button("Stay (n)", id="no", compact=True)
 
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
-
-
-class ConfirmSwitch(ModalScreen[bool]):
+class ConfirmSwitch(Confirm):
     """Runs are training: cancel them (resumable) and open another session, or stay."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -126,25 +131,9 @@ class ConfirmSwitch(ModalScreen[bool]):
     ]
 
     def __init__(self, current: str, other: str, active: int) -> None:
-        super().__init__()
+        text = (
+            f"{active} run(s) of {current} are training. They will be cancelled and saved "
+            f"(resumable with r when you open {current} again), then {other} opens."
+        )
+        super().__init__(f"Open session {other}?", text, "Cancel runs and switch")
         self.current, self.other, self.active = current, other, active
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(f"Open session {self.other}?", classes="dialog-title")
-            yield Static(
-                f"{self.active} run(s) of {self.current} are training. They will be cancelled "
-                f"and saved (resumable with r when you open {self.current} again), then "
-                f"{self.other} opens.",
-                id="switch-text",
-            )
-            with Horizontal(classes="buttons"):
-                yield Button("Cancel runs and switch (y)", variant="error", id="yes", compact=True)
-                yield Button("Stay (n)", id="no", compact=True)
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
