@@ -17,7 +17,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 
 DEVICE=cuda SIZE=default ITERS=300 RUNS=15 SCALE=45,75 PRECISIONS=fp32,tf32,bf16
-SUITE=all BUDGET=450 PREPARE=0 PROFILE=auto
+SUITE=all BUDGET=450 PREPARE=0 PROFILE=auto WAYS=engine,grouped,grouped-eager
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE=$2; shift 2 ;;
@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift 2 ;;
         --scale) SCALE=$2; shift 2 ;;
         --precisions) PRECISIONS=$2; shift 2 ;;
+        --ways) WAYS=$2; shift 2 ;;  # engine (run by run, ~95 s in fp32 on an H200), grouped...
         --suite) SUITE=$2; shift 2 ;;  # all | cuda (the CUDA tests only) | none
         --budget) BUDGET=$2; shift 2 ;;  # seconds for everything
         --profile) PROFILE=$2; shift 2 ;;  # auto | always | never
@@ -111,7 +112,7 @@ CUDA_RC=${PIPESTATUS[0]}
 RESERVE=30  # the report, and the CPU reference when there is no suite to wait for
 [ "$SUITE" = all ] && RESERVE=170
 echo "== numbers, speed, scale ($(left) s left, $((BUDGET - RESERVE - (SECONDS - START))) s for this)"
-$PY benchmarks/gpu_check.py measure "${COMMON[@]}" --precisions "$PRECISIONS" \
+$PY benchmarks/gpu_check.py measure "${COMMON[@]}" --precisions "$PRECISIONS" --ways "$WAYS" \
     --scale "$SCALE" --profile "$PROFILE" --budget $((BUDGET - RESERVE - (SECONDS - START)))
 
 echo "== whole suite with CUDA visible, and the CPU reference beside it ($(left) s left)"
