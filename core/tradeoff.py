@@ -167,10 +167,11 @@ def winners(
         winner = rated[0] if rated else None
         others_rated = [v for v in rated if v != baseline]
         challenger = winner if winner != baseline else (others_rated or [None])[0]
+        ranking = _ranking_text(ranked, cell_df)
         row = {
             **cell,
-            "ranking": _ranking_text(ranked, cell_df),
-            "winner": winner,
+            "ranking": ranking,
+            "winner": _best(ranking) if winner is not None else None,  # "a tie (a = b)" on a tie
             "winner_ppl": _ppl(cell_df, winner),
             "challenger": challenger,
             "baseline": baseline,

@@ -149,6 +149,21 @@ def test_winners_per_cell_with_the_paired_comparison():
     assert wins.loc[1e-3].winner_ppl == pytest.approx((math.exp(1.25) + math.exp(1.5)) / 2)
 
 
+def test_a_tie_has_no_single_winner():
+    """Every run of a cell diverged: the variants tie at the vocabulary size; no one wins."""
+    df = pd.DataFrame(
+        [run(v, s, 1e-2, None, status="diverged") for v in ("none", "rmsnorm") for s in (0, 1)]
+        + [run("none", s, 1e-3, 1.5) for s in (0, 1)]
+        + [run("rmsnorm", s, 1e-3, 1.25) for s in (0, 1)]
+    )
+    table = tradeoff.sweep_table(df, "lr", LOSS0)
+    wins = tradeoff.winners(df, table, "lr").set_index("lr")
+    assert wins.loc[1e-2].ranking == "none = rmsnorm"
+    assert wins.loc[1e-2].winner == "a tie (none = rmsnorm)"
+    assert wins.loc[1e-2].winner_ppl == pytest.approx(math.exp(LOSS0))
+    assert wins.loc[1e-3].winner == "rmsnorm"
+
+
 def numbers(text: str) -> set[str]:
     return set(re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", text))
 
