@@ -481,8 +481,8 @@ class _StepGraph:
         torch.cuda.synchronize(group.device)
         static_off, static_scal = offsets.clone(), scalars.clone()
         graph = torch.cuda.CUDAGraph()
-        # "thread_local": the console captures in its worker thread while the UI thread goes on
-        # with CUDA calls of its own (the device header); "global" fails the capture then.
+        # "thread_local": the console captures in its worker thread while its UI thread may make
+        # CUDA calls of its own; in "global" mode the console's capture failed on an H200.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             values = group.step_values(static_off, static_scal)
         return cls(graph, static_off, static_scal, values)
