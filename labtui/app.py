@@ -440,6 +440,9 @@ class LabApp(App[None]):
         if name is None:
             return
         if self.session is not None and name == self.session.path.name:
+            if not self.session.writable:  # read-only: opened again, it shows what is there now
+                self.open_session(name)
+                return
             self.notify(f"session {name} is the one open here")
             return
         if not self.training:

@@ -157,8 +157,17 @@ async def test_a_session_locked_by_another_process_opens_read_only(corpus, tmp_p
             assert len(app.views) == 9 and app.trainer is None
             refused = [n for n in app._notifications if "open read-only" in n.message]
             assert len(refused) == 2 and f"pid {proc.pid}" in refused[0].message
+
+            # b, enter on it again shows it as it is now: here its writer has died meanwhile,
+            # so it opens writable and the run that process had in flight reads interrupted
+            assert Session.open(tmp_path, "demo").writer() == writer  # never taken from it
+            proc.kill()
+            proc.wait()
+            await choose(pilot, "demo")
+            await wait_for(pilot, lambda: app.session.writable)
+            counts = Counter(v.status for v in app.views.values())
+            assert counts == {"finished": 7, "failed": 1, "interrupted": 1}
             await pilot.press("q")
-        assert (tmp_path / "demo" / "lock").exists()  # still the other process's
     finally:
         proc.kill()
         proc.wait()

@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState
 SWITCHING = (
     "enter opens the highlighted session here · escape closes. While runs train, opening "
     "another session asks first: they are cancelled and stay resumable. A session another "
-    "process writes opens read-only."
+    "process writes opens read-only; enter on it again shows it as it is now."
 )
 
 
