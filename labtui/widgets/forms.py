@@ -119,7 +119,6 @@ class ConfirmQuit(Confirm):
     def __init__(self, active: int) -> None:
         text = f"{active} run(s) training. They will be cancelled and saved, resumable with r."
         super().__init__("Quit labtui?", text, "Cancel runs and quit")
-        self.active = active
 
 
 class ConfirmSwitch(Confirm):
@@ -136,4 +135,3 @@ class ConfirmSwitch(Confirm):
             f"(resumable with r when you open {current} again), then {other} opens."
         )
         super().__init__(f"Open session {other}?", text, "Cancel runs and switch")
-        self.current, self.other, self.active = current, other, active
